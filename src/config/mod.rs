@@ -1,0 +1,612 @@
+//! Configuration: raw TOML (plus `AUTHGATE_…` environment overrides) parsed once into a
+//! validated [`Config`] of typed values (`SocketAddr`, `Duration`, `IpNet`, upstream
+//! URIs). Every error names the file (or variable), the key and the reason; the process
+//! exits with status 2 before it binds a port.
+//!
+//! Relative paths (certificates, CA file) are resolved against the working directory, the
+//! way `cargo run --release` from the repository root expects.
+
+mod env;
+mod raw;
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::{Authority, Scheme};
+use http::{HeaderValue, Uri};
+use ipnet::IpNet;
+
+pub use raw::RawConfig;
+
+/// Where the default configuration lives, relative to the working directory.
+pub const DEFAULT_PATH: &str = "config/authgate.toml";
+
+/// Everything that can be wrong with a configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        file: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML.
+    #[error("{file}: not valid TOML: {message}")]
+    Syntax { file: String, message: String },
+    /// A key has a wrong type, is unknown, or has a value that makes no sense.
+    #[error("{file}: {key}: {reason}")]
+    Key {
+        file: String,
+        key: String,
+        reason: String,
+    },
+    /// An `AUTHGATE_…` environment variable could not be applied.
+    #[error("environment variable {var}: {reason}")]
+    Env { var: String, reason: String },
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from (for messages).
+    pub file: String,
+    pub server: ServerConfig,
+    /// `None` when the HTTPS listener is off.
+    pub tls: Option<TlsConfig>,
+    pub upstream: UpstreamConfig,
+    pub log: LogConfig,
+    pub routes: Vec<RouteConfig>,
+}
+
+/// What the plain-HTTP listener does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// Answer every request (but `/healthz` and `/readyz`) with a 308 to HTTPS.
+    Redirect,
+    /// Serve like the HTTPS listener: for sidecars behind a TLS-terminating balancer.
+    Serve,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub https: Option<SocketAddr>,
+    pub http: Option<SocketAddr>,
+    pub http_mode: HttpMode,
+    /// The port in redirects; defaults to the HTTPS listener's port.
+    pub redirect_https_port: Option<u16>,
+    /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    pub max_connections: usize,
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: u64,
+    pub http2_max_concurrent_streams: u32,
+    pub shutdown_grace: Duration,
+}
+
+/// `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Generate a self-signed development certificate when `cert` and `key` are missing.
+    pub self_signed_if_missing: bool,
+    pub hsts: HeaderValue,
+    pub handshake_timeout: Duration,
+    pub sni: Vec<SniCert>,
+}
+
+/// `[[tls.sni]]`.
+#[derive(Debug, Clone)]
+pub struct SniCert {
+    /// Lower-case DNS name, or `*.suffix` for a wildcard.
+    pub server_name: String,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub connect_timeout: Duration,
+    /// Time allowed for an upstream's response headers (routes may override).
+    pub timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Extra CA certificates for `https://` upstreams, beside the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// How long an upstream that refused a connection is skipped by the balancer.
+    pub retry_after_failure: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `authgate=debug,hyper=warn`).
+    pub level: String,
+}
+
+/// One `[[route]]`.
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    /// Path prefix, starting with `/`, without a trailing `/` (except `/` itself).
+    pub path: String,
+    /// Lower-case host without port, if the route is bound to one.
+    pub host: Option<String>,
+    pub upstreams: Vec<UpstreamTarget>,
+    pub strip_prefix: bool,
+    pub public: bool,
+    pub preserve_host: bool,
+    pub upstream_http2: bool,
+    pub timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+/// An upstream base URI: `http(s)://authority[/base/path]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub scheme: Scheme,
+    pub authority: Authority,
+    /// Path prefix prepended to forwarded paths; empty or starting with `/`, no trailing `/`.
+    pub base_path: String,
+}
+
+impl fmt::Display for UpstreamTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
+    }
+}
+
+impl Config {
+    /// Reads `path`, applies the process environment, and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: file.clone(),
+            source,
+        })?;
+        Self::parse(&text, &file, std::env::vars())
+    }
+
+    /// Parses `text` (named `file` in messages) with the given environment overrides.
+    pub fn parse(
+        text: &str,
+        file: &str,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Syntax {
+                file: file.to_owned(),
+                message: e.to_string().trim().to_owned(),
+            }
+        })?;
+        env::apply(&mut table, vars)?;
+        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Key {
+                    file: file.to_owned(),
+                    key: if key == "." { "(top level)".into() } else { key },
+                    reason: e.into_inner().message().trim().to_owned(),
+                }
+            })?;
+        Self::from_raw(raw, file)
+    }
+
+    /// Validates raw values into typed ones.
+    pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+        let v = Validator { file };
+        let s = raw.server;
+        let https = v.listen("server.https", s.https.as_deref(), "127.0.0.1:8443")?;
+        let http = v.listen("server.http", s.http.as_deref(), "127.0.0.1:8080")?;
+        if https.is_none() && http.is_none() {
+            return Err(v.err(
+                "server.https",
+                "both listeners are \"off\": nothing would be served",
+            ));
+        }
+        let http_mode = match s.http_mode.as_deref().unwrap_or("redirect") {
+            "redirect" => HttpMode::Redirect,
+            "serve" => HttpMode::Serve,
+            other => {
+                return Err(v.err(
+                    "server.http_mode",
+                    format!("expected \"redirect\" or \"serve\", got {other:?}"),
+                ))
+            }
+        };
+        if http_mode == HttpMode::Redirect && https.is_none() && http.is_some() {
+            return Err(v.err(
+                "server.http_mode",
+                "\"redirect\" needs the HTTPS listener; use \"serve\" or turn server.https on",
+            ));
+        }
+        let trusted_proxies = s
+            .trusted_proxies
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .map(|(i, p)| v.ip_net(&format!("server.trusted_proxies[{i}]"), p))
+            .collect::<Result<_, _>>()?;
+        let max_connections = s.max_connections.unwrap_or(10_000);
+        if max_connections == 0 {
+            return Err(v.err("server.max_connections", "must be at least 1"));
+        }
+        let max_header_bytes = s.max_header_bytes.unwrap_or(32 * 1024);
+        if !(1024..=1024 * 1024).contains(&max_header_bytes) {
+            return Err(v.err(
+                "server.max_header_bytes",
+                "must be between 1024 and 1048576",
+            ));
+        }
+        let http2_max_concurrent_streams = s.http2_max_concurrent_streams.unwrap_or(256);
+        if http2_max_concurrent_streams == 0 {
+            return Err(v.err("server.http2_max_concurrent_streams", "must be at least 1"));
+        }
+        let server = ServerConfig {
+            https,
+            http,
+            http_mode,
+            redirect_https_port: s.redirect_https_port,
+            trusted_proxies,
+            max_connections,
+            header_read_timeout: v.duration(
+                "server.header_read_timeout",
+                s.header_read_timeout.as_deref(),
+                "10s",
+            )?,
+            idle_timeout: v.duration("server.idle_timeout", s.idle_timeout.as_deref(), "60s")?,
+            max_header_bytes,
+            max_body_bytes: s.max_body_bytes.unwrap_or(10 * 1024 * 1024),
+            http2_max_concurrent_streams,
+            shutdown_grace: v.duration(
+                "server.shutdown_grace",
+                s.shutdown_grace.as_deref(),
+                "30s",
+            )?,
+        };
+
+        let tls = match https {
+            None => None,
+            Some(_) => Some(v.tls(raw.tls)?),
+        };
+
+        let u = raw.upstream;
+        let upstream = UpstreamConfig {
+            connect_timeout: v.duration(
+                "upstream.connect_timeout",
+                u.connect_timeout.as_deref(),
+                "5s",
+            )?,
+            timeout: v.duration("upstream.timeout", u.timeout.as_deref(), "60s")?,
+            pool_idle_timeout: v.duration(
+                "upstream.pool_idle_timeout",
+                u.pool_idle_timeout.as_deref(),
+                "90s",
+            )?,
+            pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(256),
+            ca_file: match u.ca_file {
+                None => None,
+                Some(p) => Some(v.existing_file("upstream.ca_file", &p)?),
+            },
+            retry_after_failure: v.duration(
+                "upstream.retry_after_failure",
+                u.retry_after_failure.as_deref(),
+                "2s",
+            )?,
+        };
+
+        let log = LogConfig {
+            format: match raw.log.format.as_deref().unwrap_or("human") {
+                "human" => LogFormat::Human,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(v.err(
+                        "log.format",
+                        format!("expected \"human\" or \"json\", got {other:?}"),
+                    ))
+                }
+            },
+            level: {
+                let level = raw.log.level.unwrap_or_else(|| "info".into());
+                tracing_subscriber::EnvFilter::try_new(&level)
+                    .map_err(|e| v.err("log.level", format!("not a tracing filter: {e}")))?;
+                level
+            },
+        };
+
+        let routes = raw
+            .route
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| v.route(i, r, &server, &upstream))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in routes.iter().enumerate() {
+            if let Some(j) = routes[..i]
+                .iter()
+                .position(|b| b.path == a.path && b.host == a.host)
+            {
+                return Err(v.err(
+                    &format!("route[{i}].path"),
+                    format!(
+                        "route[{j}] already has path {:?} for the same host",
+                        a.path
+                    ),
+                ));
+            }
+        }
+
+        Ok(Config {
+            file: file.to_owned(),
+            server,
+            tls,
+            upstream,
+            log,
+            routes,
+        })
+    }
+}
+
+/// Validation helpers that know the file name, so every error names it.
+struct Validator<'a> {
+    file: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, key: &str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Key {
+            file: self.file.to_owned(),
+            key: key.to_owned(),
+            reason: reason.into(),
+        }
+    }
+
+    fn listen(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<Option<SocketAddr>, ConfigError> {
+        match value.unwrap_or(default) {
+            "off" => Ok(None),
+            addr => addr.parse().map(Some).map_err(|_| {
+                self.err(
+                    key,
+                    format!("{addr:?} is not an address like \"127.0.0.1:8443\" or \"[::]:443\" (or \"off\")"),
+                )
+            }),
+        }
+    }
+
+    fn duration(
+        &self,
+        key: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<Duration, ConfigError> {
+        let text = value.unwrap_or(default);
+        let d = humantime::parse_duration(text).map_err(|e| {
+            self.err(
+                key,
+                format!("{text:?} is not a duration like \"10s\", \"5m\" or \"1h\": {e}"),
+            )
+        })?;
+        if d.is_zero() {
+            return Err(self.err(key, "must be longer than zero"));
+        }
+        Ok(d)
+    }
+
+    fn ip_net(&self, key: &str, value: &str) -> Result<IpNet, ConfigError> {
+        if let Ok(net) = value.parse::<IpNet>() {
+            return Ok(net);
+        }
+        value
+            .parse::<IpAddr>()
+            .map(IpNet::from)
+            .map_err(|_| self.err(key, format!("{value:?} is not an IP address or CIDR block")))
+    }
+
+    fn existing_file(&self, key: &str, path: &str) -> Result<PathBuf, ConfigError> {
+        let p = PathBuf::from(path);
+        if !p.is_file() {
+            return Err(self.err(key, format!("file {path:?} does not exist")));
+        }
+        Ok(p)
+    }
+
+    fn tls(&self, t: raw::RawTls) -> Result<TlsConfig, ConfigError> {
+        let self_signed_if_missing = t.self_signed_if_missing.unwrap_or(false);
+        let cert = PathBuf::from(t.cert.unwrap_or_else(|| "certs/dev-cert.pem".into()));
+        let key = PathBuf::from(t.key.unwrap_or_else(|| "certs/dev-key.pem".into()));
+        if !self_signed_if_missing {
+            for (name, path) in [("tls.cert", &cert), ("tls.key", &key)] {
+                if !path.is_file() {
+                    return Err(self.err(
+                        name,
+                        format!(
+                            "file {:?} does not exist (run `authgate certs generate`, or set tls.self_signed_if_missing = true for development)",
+                            path.display()
+                        ),
+                    ));
+                }
+            }
+        }
+        let hsts_text = t
+            .hsts
+            .unwrap_or_else(|| "max-age=31536000; includeSubDomains".into());
+        if !hsts_text.trim_start().to_ascii_lowercase().starts_with("max-age=") {
+            return Err(self.err(
+                "tls.hsts",
+                format!("{hsts_text:?} must start with max-age= (RFC 6797 §6.1)"),
+            ));
+        }
+        let hsts = HeaderValue::from_str(&hsts_text)
+            .map_err(|_| self.err("tls.hsts", "not a valid header value"))?;
+        let sni = t
+            .sni
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let name = s.server_name.trim().to_ascii_lowercase();
+                let bare = name.strip_prefix("*.").unwrap_or(&name);
+                if bare.is_empty() || bare.contains('*') || bare.contains(':') {
+                    return Err(self.err(
+                        &format!("tls.sni[{i}].server_name"),
+                        format!("{:?} is not a DNS name or *.wildcard", s.server_name),
+                    ));
+                }
+                Ok(SniCert {
+                    server_name: name,
+                    cert: self.existing_file(&format!("tls.sni[{i}].cert"), &s.cert)?,
+                    key: self.existing_file(&format!("tls.sni[{i}].key"), &s.key)?,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(TlsConfig {
+            cert,
+            key,
+            self_signed_if_missing,
+            hsts,
+            handshake_timeout: self.duration(
+                "tls.handshake_timeout",
+                t.handshake_timeout.as_deref(),
+                "10s",
+            )?,
+            sni,
+        })
+    }
+
+    fn route(
+        &self,
+        i: usize,
+        r: raw::RawRoute,
+        server: &ServerConfig,
+        upstream: &UpstreamConfig,
+    ) -> Result<RouteConfig, ConfigError> {
+        let key = |k: &str| format!("route[{i}].{k}");
+        let path = r
+            .path
+            .ok_or_else(|| self.err(&key("path"), "missing: every route needs a path prefix"))?;
+        if !path.starts_with('/') || path.contains(['?', '#', ' ']) {
+            return Err(self.err(
+                &key("path"),
+                format!("{path:?} must start with / and contain no ?, # or spaces"),
+            ));
+        }
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/').to_owned()
+        } else {
+            path
+        };
+        let host = match r.host {
+            None => None,
+            Some(h) => {
+                let h = h.trim().to_ascii_lowercase();
+                if h.is_empty() || h.parse::<Authority>().is_err() || h.contains(['/', '@']) {
+                    return Err(self.err(&key("host"), format!("{h:?} is not a host name")));
+                }
+                Some(h)
+            }
+        };
+        let mut list = Vec::new();
+        match (r.upstream, r.upstreams) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    &key("upstreams"),
+                    "set either upstream or upstreams, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(self.err(&key("upstream"), "missing: where should requests go?"))
+            }
+            (Some(u), None) => list.push((key("upstream"), u)),
+            (None, Some(us)) => {
+                if us.is_empty() {
+                    return Err(self.err(&key("upstreams"), "must list at least one upstream"));
+                }
+                if us.len() > crate::router::MAX_UPSTREAMS {
+                    return Err(self.err(
+                        &key("upstreams"),
+                        format!("at most {} upstreams per route", crate::router::MAX_UPSTREAMS),
+                    ));
+                }
+                list.extend(
+                    us.into_iter()
+                        .enumerate()
+                        .map(|(j, u)| (format!("route[{i}].upstreams[{j}]"), u)),
+                );
+            }
+        }
+        let upstreams = list
+            .iter()
+            .map(|(k, u)| self.upstream_target(k, u))
+            .collect::<Result<_, _>>()?;
+        let public = r.public.unwrap_or(false);
+        if !public {
+            // Fail closed: until token enforcement lands, a route that does not say it is
+            // public would be forwarded without authentication. Refuse it instead.
+            return Err(self.err(
+                &key("public"),
+                "this build cannot authenticate proxied requests yet; set public = true to forward this route without authentication",
+            ));
+        }
+        Ok(RouteConfig {
+            path,
+            host,
+            upstreams,
+            strip_prefix: r.strip_prefix.unwrap_or(false),
+            public,
+            preserve_host: r.preserve_host.unwrap_or(false),
+            upstream_http2: r.upstream_http2.unwrap_or(false),
+            timeout: match r.timeout {
+                None => upstream.timeout,
+                Some(t) => self.duration(&key("timeout"), Some(&t), "")?,
+            },
+            max_body_bytes: r.max_body_bytes.unwrap_or(server.max_body_bytes),
+        })
+    }
+
+    fn upstream_target(&self, key: &str, value: &str) -> Result<UpstreamTarget, ConfigError> {
+        let bad = |why: &str| self.err(key, format!("{value:?} {why}"));
+        let uri: Uri = value
+            .parse()
+            .map_err(|_| bad("is not a URI like \"http://127.0.0.1:9000\""))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| bad("has no scheme"))?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(bad("must start with http:// or https://"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| bad("has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(bad("must not contain credentials"));
+        }
+        if uri.query().is_some() {
+            return Err(bad("must not have a query"));
+        }
+        let base_path = uri.path().trim_end_matches('/').to_owned();
+        Ok(UpstreamTarget {
+            scheme,
+            authority,
+            base_path,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,96 @@
+//! The configuration file exactly as written: plain serde structs that reject unknown
+//! keys. Nothing here is validated beyond types; [`super::Config::from_raw`] does that.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
+    pub upstream: RawUpstream,
+    #[serde(default)]
+    pub log: RawLog,
+    #[serde(default)]
+    pub route: Vec<RawRoute>,
+}
+
+/// `[server]`: listeners and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub https: Option<String>,
+    pub http: Option<String>,
+    pub http_mode: Option<String>,
+    pub redirect_https_port: Option<u16>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub max_connections: Option<usize>,
+    pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
+    pub max_header_bytes: Option<usize>,
+    pub max_body_bytes: Option<u64>,
+    pub http2_max_concurrent_streams: Option<u32>,
+    pub shutdown_grace: Option<String>,
+}
+
+/// `[tls]`: server certificates and HSTS.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    pub self_signed_if_missing: Option<bool>,
+    pub hsts: Option<String>,
+    pub handshake_timeout: Option<String>,
+    #[serde(default)]
+    pub sni: Vec<RawSni>,
+}
+
+/// `[[tls.sni]]`: an extra certificate chosen by the client's server name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSni {
+    pub server_name: String,
+    pub cert: String,
+    pub key: String,
+}
+
+/// `[upstream]`: how authgate talks to the APIs behind it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    pub connect_timeout: Option<String>,
+    pub timeout: Option<String>,
+    pub pool_idle_timeout: Option<String>,
+    pub pool_max_idle_per_host: Option<usize>,
+    pub ca_file: Option<String>,
+    pub retry_after_failure: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// `[[route]]`: a path prefix (and optional host) forwarded to an upstream.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    pub path: Option<String>,
+    pub host: Option<String>,
+    pub upstream: Option<String>,
+    pub upstreams: Option<Vec<String>>,
+    pub strip_prefix: Option<bool>,
+    pub public: Option<bool>,
+    pub preserve_host: Option<bool>,
+    pub upstream_http2: Option<bool>,
+    pub timeout: Option<String>,
+    pub max_body_bytes: Option<u64>,
+}

@@ -1,0 +1,152 @@
+use super::*;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::parse(text, "test.toml", std::iter::empty())
+}
+
+fn err(text: &str) -> String {
+    parse(text).unwrap_err().to_string()
+}
+
+const NO_TLS: &str = "[server]\nhttps = \"off\"\nhttp_mode = \"serve\"\n";
+
+#[test]
+fn shipped_config_is_valid() {
+    let text = include_str!("../../config/authgate.toml");
+    let cfg = parse(text).unwrap();
+    assert_eq!(cfg.server.https, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(cfg.server.http_mode, HttpMode::Redirect);
+    assert!(cfg.tls.as_ref().unwrap().self_signed_if_missing);
+    assert_eq!(cfg.routes.len(), 1);
+}
+
+#[test]
+fn defaults_apply() {
+    let cfg = parse(NO_TLS).unwrap();
+    assert_eq!(cfg.server.http, Some("127.0.0.1:8080".parse().unwrap()));
+    assert_eq!(cfg.server.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(cfg.server.max_header_bytes, 32 * 1024);
+    assert_eq!(cfg.upstream.timeout, Duration::from_secs(60));
+    assert_eq!(cfg.log.format, LogFormat::Human);
+    assert!(cfg.tls.is_none());
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err(&format!("{NO_TLS}colour = \"blue\""));
+    assert!(e.starts_with("test.toml: server.colour: unknown field `colour`"), "{e}");
+    let e = err("[tls]\ncertificate = \"x\"");
+    assert!(e.contains("tls.certificate: unknown field"), "{e}");
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let e = err(&format!("{NO_TLS}max_connections = \"lots\""));
+    assert!(e.contains("server.max_connections"), "{e}");
+    let e = err(&format!(
+        "{NO_TLS}[[route]]\npath = \"/\"\nupstream = \"http://a\"\npublic = \"yes\""
+    ));
+    assert!(e.contains("route[0].public"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named_with_reasons() {
+    let cases = [
+        ("[server]\nhttps = \"localhost\"", "server.https", "not an address"),
+        (
+            "[server]\nhttps = \"off\"\nhttp_mode = \"proxy\"",
+            "server.http_mode",
+            "expected",
+        ),
+        (
+            &format!("{NO_TLS}header_read_timeout = \"soon\""),
+            "server.header_read_timeout",
+            "not a duration",
+        ),
+        (
+            &format!("{NO_TLS}trusted_proxies = [\"10.0.0.0/33\"]"),
+            "server.trusted_proxies[0]",
+            "not an IP",
+        ),
+        (
+            "[server]\nhttps = \"off\"\nhttp = \"off\"",
+            "server.https",
+            "nothing would be served",
+        ),
+        (
+            "[server]\nhttps = \"off\"",
+            "server.http_mode",
+            "needs the HTTPS listener",
+        ),
+        (&format!("{NO_TLS}[log]\nformat = \"xml\""), "log.format", "expected"),
+    ];
+    for (text, key, reason) in cases {
+        let e = err(text);
+        assert!(e.contains(key) && e.contains(reason), "{text:?} gave {e}");
+    }
+}
+
+#[test]
+fn missing_cert_is_named() {
+    let e = err("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"");
+    assert!(e.contains("tls.cert") && e.contains("does not exist"), "{e}");
+}
+
+#[test]
+fn hsts_must_have_max_age() {
+    let e = err("[tls]\nself_signed_if_missing = true\nhsts = \"includeSubDomains\"");
+    assert!(e.contains("tls.hsts"), "{e}");
+}
+
+#[test]
+fn routes_are_validated() {
+    let route = |body: &str| err(&format!("{NO_TLS}[[route]]\n{body}"));
+    assert!(route("upstream = \"http://a\"\npublic = true").contains("route[0].path: missing"));
+    assert!(route("path = \"api\"\nupstream = \"http://a\"\npublic = true").contains("must start with /"));
+    assert!(route("path = \"/\"\npublic = true").contains("route[0].upstream: missing"));
+    assert!(route("path = \"/\"\nupstream = \"ftp://a\"\npublic = true").contains("http:// or https://"));
+    assert!(route("path = \"/\"\nupstream = \"http://u:p@a\"\npublic = true").contains("credentials"));
+    assert!(route("path = \"/\"\nupstreams = []\npublic = true").contains("at least one"));
+    assert!(route("path = \"/\"\nupstream = \"http://a\"").contains("route[0].public"));
+    let dup = err(&format!(
+        "{NO_TLS}[[route]]\npath = \"/a/\"\nupstream = \"http://a\"\npublic = true\n[[route]]\npath = \"/a\"\nupstream = \"http://b\"\npublic = true"
+    ));
+    assert!(dup.contains("route[1].path") && dup.contains("route[0] already"), "{dup}");
+}
+
+#[test]
+fn upstream_targets_are_parsed() {
+    let cfg = parse(&format!(
+        "{NO_TLS}[[route]]\npath = \"/api/\"\nupstreams = [\"http://10.0.0.1:8080/v1/\", \"https://api.example\"]\npublic = true\ntimeout = \"2s\""
+    ))
+    .unwrap();
+    let r = &cfg.routes[0];
+    assert_eq!(r.path, "/api");
+    assert_eq!(r.upstreams[0].to_string(), "http://10.0.0.1:8080/v1");
+    assert_eq!(r.upstreams[1].scheme, Scheme::HTTPS);
+    assert_eq!(r.timeout, Duration::from_secs(2));
+    assert_eq!(r.max_body_bytes, cfg.server.max_body_bytes);
+}
+
+#[test]
+fn syntax_errors_name_the_file() {
+    let e = err("[server\nhttps = 1");
+    assert!(e.starts_with("test.toml: not valid TOML"), "{e}");
+}
+
+#[test]
+fn environment_overrides_apply_and_are_validated() {
+    let vars = [
+        ("AUTHGATE_SERVER__HTTP".to_string(), "127.0.0.1:9999".to_string()),
+        ("AUTHGATE_LOG__FORMAT".to_string(), "json".to_string()),
+    ];
+    let cfg = Config::parse(NO_TLS, "t.toml", vars.into_iter()).unwrap();
+    assert_eq!(cfg.server.http, Some("127.0.0.1:9999".parse().unwrap()));
+    assert_eq!(cfg.log.format, LogFormat::Json);
+
+    let vars = [("AUTHGATE_SERVER__MAX_CONNECTIONS".to_string(), "many".to_string())];
+    let e = Config::parse(NO_TLS, "t.toml", vars.into_iter())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("server.max_connections"), "{e}");
+}

@@ -1,0 +1,159 @@
+//! The one place where failures become HTTP responses.
+//!
+//! Phases return a [`GatewayError`]; [`GatewayError::into_response`] picks the status and
+//! the RFC-shaped JSON body `{"error": …, "error_description": …}`. Headers that every
+//! response gets (HSTS, `Via`) are added afterwards in [`crate::gateway`], so error
+//! responses carry them too. The description is safe to show a client: upstream
+//! addresses and internal causes go to the log line only.
+
+use std::time::Duration;
+
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::body::{self, Body};
+
+/// Whose fault a failure is: decides the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something wrong.
+    Client,
+    /// The upstream failed.
+    Upstream,
+}
+
+/// What went wrong while handling a request.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("request headers are {size} bytes, over the {limit} byte limit")]
+    HeadersTooLarge { size: usize, limit: usize },
+    #[error("request body is over the {limit} byte limit")]
+    BodyTooLarge { limit: u64 },
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("upstream {upstream} unreachable: {reason}")]
+    UpstreamUnreachable { upstream: String, reason: String },
+    #[error("upstream {upstream} did not answer within {after:?}")]
+    UpstreamTimeout { upstream: String, after: Duration },
+    #[error("upstream {upstream} failed: {reason}")]
+    UpstreamFailed { upstream: String, reason: String },
+}
+
+impl GatewayError {
+    /// The response status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whose fault it was.
+    pub fn fault(&self) -> Fault {
+        match self {
+            GatewayError::UpstreamUnreachable { .. }
+            | GatewayError::UpstreamTimeout { .. }
+            | GatewayError::UpstreamFailed { .. } => Fault::Upstream,
+            _ => Fault::Client,
+        }
+    }
+
+    /// The machine-readable `error` code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NoRoute => "not_found",
+            GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
+            GatewayError::BodyTooLarge { .. } => "request_entity_too_large",
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
+                "bad_gateway"
+            }
+            GatewayError::UpstreamTimeout { .. } => "gateway_timeout",
+        }
+    }
+
+    /// A description that is safe to send to the client.
+    pub fn public_description(&self) -> String {
+        match self {
+            GatewayError::NoRoute => "no route matches this host and path".into(),
+            GatewayError::HeadersTooLarge { limit, .. } => {
+                format!("request headers exceed the limit of {limit} bytes")
+            }
+            GatewayError::BodyTooLarge { limit } => {
+                format!("request body exceeds the limit of {limit} bytes")
+            }
+            GatewayError::BadRequest(why) => (*why).to_owned(),
+            GatewayError::UpstreamUnreachable { .. } => {
+                "the upstream service could not be reached".into()
+            }
+            GatewayError::UpstreamTimeout { after, .. } => format!(
+                "the upstream service did not answer within {}",
+                humantime::format_duration(*after)
+            ),
+            GatewayError::UpstreamFailed { .. } => {
+                "the upstream service closed the connection or sent an invalid response".into()
+            }
+        }
+    }
+
+    /// Turns the error into its response.
+    pub fn into_response(self) -> Response<Body> {
+        json_error(self.status(), self.code(), &self.public_description())
+    }
+}
+
+/// A JSON error response `{"error": code, "error_description": description}`.
+pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
+    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut resp = Response::new(body::full(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_have_json_bodies_without_internal_detail() {
+        let err = GatewayError::UpstreamUnreachable {
+            upstream: "http://10.1.2.3:9000".into(),
+            reason: "connection refused".into(),
+        };
+        assert_eq!(err.fault(), Fault::Upstream);
+        let resp = err.into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"], "bad_gateway");
+        assert!(!v["error_description"].as_str().unwrap().contains("10.1.2.3"));
+    }
+
+    #[test]
+    fn statuses() {
+        assert_eq!(GatewayError::NoRoute.status(), 404);
+        assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
+        assert_eq!(
+            GatewayError::HeadersTooLarge { size: 2, limit: 1 }.status(),
+            431
+        );
+        let t = GatewayError::UpstreamTimeout {
+            upstream: "u".into(),
+            after: Duration::from_secs(1),
+        };
+        assert_eq!(t.status(), 504);
+    }
+}

@@ -1,0 +1,309 @@
+//! Header rewriting between client and upstream (RFC 9110 §7.6).
+//!
+//! - Hop-by-hop fields (`Connection` and every field it names, `Keep-Alive`,
+//!   `Proxy-Connection`, `TE` but for `trailers`, `Transfer-Encoding`, `Upgrade`,
+//!   `Proxy-Authenticate`, `Proxy-Authorization`) are removed in both directions, except
+//!   the `Connection: upgrade` + `Upgrade` pair of a protocol upgrade.
+//! - `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) describe the client. From
+//!   a trusted proxy the chain is extended; from anyone else, whatever the client sent is
+//!   replaced, so it cannot spoof its address or scheme.
+//! - `Via` (RFC 9110 §7.6.3) is appended both ways.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+/// `X-Forwarded-For`.
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`.
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`.
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Who the client is, as authgate saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientView<'a> {
+    /// The TCP peer.
+    pub peer: IpAddr,
+    /// Whether the peer is a configured trusted proxy.
+    pub trusted_peer: bool,
+    /// `"https"` or `"http"`: the scheme the client used.
+    pub proto: &'static str,
+    /// The `Host` (or `:authority`) the client asked for.
+    pub host: Option<&'a str>,
+}
+
+/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+pub fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
+    version == Version::HTTP_11
+        && headers.contains_key(header::UPGRADE)
+        && connection_has(headers, "upgrade")
+}
+
+fn connection_has(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop fields. With `upgrade`, keeps `Upgrade` and sets
+/// `Connection: upgrade`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .collect();
+        for name in named {
+            if !(upgrade && name == header::UPGRADE) {
+                headers.remove(&name);
+            }
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::PROXY_AUTHENTICATE);
+    headers.remove(header::PROXY_AUTHORIZATION);
+    if let Some(te) = headers.get(header::TE) {
+        // `TE: trailers` is what gRPC needs end to end; anything else is per hop.
+        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
+            headers.remove(header::TE);
+        }
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Sets `X-Forwarded-*` and `Forwarded` for the upstream.
+pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientView<'_>) {
+    let peer = client.peer.to_string();
+    let trusted = client.trusted_peer;
+
+    match headers.get(&X_FORWARDED_FOR).filter(|_| trusted) {
+        Some(prev) => {
+            let joined = format!("{}, {peer}", String::from_utf8_lossy(prev.as_bytes()));
+            insert_str(headers, &X_FORWARDED_FOR, &joined);
+        }
+        None => insert_str(headers, &X_FORWARDED_FOR, &peer),
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(client.proto));
+    }
+    if !(trusted && headers.contains_key(&X_FORWARDED_HOST)) {
+        match client.host {
+            Some(h) => insert_str(headers, &X_FORWARDED_HOST, h),
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+    }
+
+    let mut element = match client.peer {
+        IpAddr::V4(ip) => format!("for={ip}"),
+        IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
+    };
+    if let Some(h) = client.host {
+        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_~".contains(&b)) {
+            element.push_str(";host=");
+            element.push_str(h);
+        } else if !h.contains(['"', '\\']) {
+            element.push_str(";host=\"");
+            element.push_str(h);
+            element.push('"');
+        }
+    }
+    element.push_str(";proto=");
+    element.push_str(client.proto);
+    match headers.get(header::FORWARDED).filter(|_| trusted) {
+        Some(prev) => {
+            let joined = format!("{}, {element}", String::from_utf8_lossy(prev.as_bytes()));
+            insert_str(headers, &header::FORWARDED, &joined);
+        }
+        None => insert_str(headers, &header::FORWARDED, &element),
+    }
+}
+
+/// Appends this hop to `Via`.
+pub fn add_via(headers: &mut HeaderMap, version: Version) {
+    let hop = match version {
+        Version::HTTP_09 => "0.9 authgate",
+        Version::HTTP_10 => "1.0 authgate",
+        Version::HTTP_2 => "2 authgate",
+        Version::HTTP_3 => "3 authgate",
+        _ => "1.1 authgate",
+    };
+    headers.append(header::VIA, HeaderValue::from_static(hop));
+}
+
+fn insert_str(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
+    // The values are built from parsed addresses and already-valid header values, so this
+    // only fails for obs-text a client put in a trusted header; drop it then.
+    match HeaderValue::from_str(value) {
+        Ok(v) => {
+            headers.insert(name, v);
+        }
+        Err(_) => {
+            headers.remove(name);
+        }
+    }
+}
+
+/// The client's address for logs: behind trusted proxies, the right-most address in
+/// `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(
+    headers: &HeaderMap,
+    peer: IpAddr,
+    trusted_peer: bool,
+    is_trusted: impl Fn(IpAddr) -> bool,
+) -> IpAddr {
+    if !trusted_peer {
+        return peer;
+    }
+    let mut chain: Vec<IpAddr> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    chain.reverse();
+    chain
+        .iter()
+        .copied()
+        .find(|ip| !is_trusted(*ip))
+        .or_else(|| chain.last().copied())
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "gzip"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "h2c"),
+            ("proxy-authorization", "Basic x"),
+            ("x-end-to-end", "kept"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn keeps_te_trailers_and_upgrade_pairs() {
+        let mut h = map(&[("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h["te"], "trailers");
+
+        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade(&h, Version::HTTP_11));
+        assert!(!is_upgrade(&h, Version::HTTP_2));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["connection"], "upgrade");
+        assert_eq!(h["upgrade"], "websocket");
+    }
+
+    fn view(trusted: bool) -> ClientView<'static> {
+        ClientView {
+            peer: "10.0.0.9".parse().unwrap(),
+            trusted_peer: trusted,
+            proto: "https",
+            host: Some("api.example:8443"),
+        }
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "http"),
+            ("x-forwarded-host", "evil"),
+            ("forwarded", "for=6.6.6.6"),
+        ]);
+        set_forwarded(&mut h, &view(false));
+        assert_eq!(h["x-forwarded-for"], "10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "api.example:8443");
+        assert_eq!(
+            h["forwarded"],
+            "for=10.0.0.9;host=\"api.example:8443\";proto=https"
+        );
+    }
+
+    #[test]
+    fn trusted_peers_extend_the_chain() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+            ("forwarded", "for=1.2.3.4"),
+        ]);
+        let mut v = view(true);
+        v.proto = "http";
+        set_forwarded(&mut h, &v);
+        assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert!(h["forwarded"].to_str().unwrap().starts_with("for=1.2.3.4, for=10.0.0.9"));
+    }
+
+    #[test]
+    fn ipv6_forwarded_is_quoted() {
+        let mut h = HeaderMap::new();
+        let v = ClientView {
+            peer: "::1".parse().unwrap(),
+            trusted_peer: false,
+            proto: "http",
+            host: None,
+        };
+        set_forwarded(&mut h, &v);
+        assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
+    }
+
+    #[test]
+    fn client_ip_walks_trusted_chain() {
+        let h = map(&[("x-forwarded-for", "9.9.9.9, 1.1.1.1, 10.0.0.2")]);
+        let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
+        let peer = "10.0.0.1".parse().unwrap();
+        assert_eq!(client_ip(&h, peer, true, trusted).to_string(), "1.1.1.1");
+        assert_eq!(client_ip(&h, peer, false, trusted), peer);
+    }
+
+    #[test]
+    fn via_is_appended() {
+        let mut h = map(&[("via", "1.0 fred")]);
+        add_via(&mut h, Version::HTTP_2);
+        let all: Vec<_> = h.get_all("via").iter().collect();
+        assert_eq!(all, vec!["1.0 fred", "2 authgate"]);
+    }
+}

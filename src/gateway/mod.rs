@@ -1,0 +1,276 @@
+//! The request pipeline. [`Gateway::handle`] runs the phases in order:
+//!
+//! ```text
+//! limits ─▶ own endpoints (/healthz, /readyz) ─▶ redirect (plain HTTP, redirect mode)
+//!        ─▶ route ─▶ [authenticate ─▶ authorize: not built yet, routes must be public]
+//!        ─▶ forward ─▶ finish (HSTS, access log)
+//! ```
+//!
+//! Phases return `Result<_, GatewayError>`; failures become responses in one place
+//! ([`crate::error`]), and `finish` runs for every response, errors included.
+
+pub mod forward;
+pub mod headers;
+pub mod upgrade;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use ipnet::IpNet;
+
+use crate::body::{self, Body};
+use crate::config::{Config, HttpMode};
+use crate::error::{Fault, GatewayError};
+use crate::health;
+use crate::router::Router;
+use headers::ClientView;
+
+/// Which listener a connection arrived on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    Https,
+    Http(HttpMode),
+}
+
+/// What is known about a connection before its first request.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub listener: Listener,
+    /// The peer is one of `server.trusted_proxies`.
+    pub trusted_peer: bool,
+}
+
+/// Shared state of the request pipeline.
+pub struct Gateway {
+    config: Arc<Config>,
+    router: Router,
+    upstreams: forward::Upstreams,
+    draining: AtomicBool,
+    redirect_port: Option<u16>,
+}
+
+/// Per-request facts gathered along the phases, for the log line.
+struct RequestCtx {
+    route: Option<usize>,
+    upstream: Option<usize>,
+}
+
+impl Gateway {
+    /// Builds the pipeline from a validated configuration.
+    pub fn new(config: Arc<Config>) -> Result<Gateway, forward::UpstreamSetupError> {
+        let upstreams = forward::Upstreams::new(&config.upstream)?;
+        let redirect_port = config
+            .server
+            .redirect_https_port
+            .or(config.server.https.map(|a| a.port()));
+        Ok(Gateway {
+            router: Router::new(&config.routes),
+            upstreams,
+            draining: AtomicBool::new(false),
+            redirect_port,
+            config,
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Whether `ip` is a trusted proxy.
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.config
+            .server
+            .trusted_proxies
+            .iter()
+            .any(|net: &IpNet| net.contains(&ip))
+    }
+
+    /// Marks the gateway as shutting down: `/readyz` answers 503 from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Release);
+    }
+
+    /// Handles one request, start to finish. Never fails: errors become responses.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let peer = conn.peer.ip().to_canonical();
+        let client_ip = headers::client_ip(req.headers(), peer, conn.trusted_peer, |ip| {
+            self.is_trusted(ip)
+        });
+        let secure = self.is_secure(&req, conn);
+        let mut ctx = RequestCtx {
+            route: None,
+            upstream: None,
+        };
+
+        let mut resp = match self.phases(req, conn, secure, &mut ctx).await {
+            Ok(resp) => resp,
+            Err(err) => {
+                match err.fault() {
+                    Fault::Upstream => tracing::warn!(error = %err, %path, "upstream failure"),
+                    Fault::Client => tracing::debug!(error = %err, %path, "request refused"),
+                }
+                err.into_response()
+            }
+        };
+
+        // finish: HSTS on every response that reached the client over HTTPS.
+        if secure {
+            if let Some(tls) = &self.config.tls {
+                resp.headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, tls.hsts.clone());
+            }
+        }
+        let upstream = match (ctx.route, ctx.upstream) {
+            (Some(r), Some(u)) => self.config.routes[r].upstreams[u].to_string(),
+            _ => String::new(),
+        };
+        tracing::info!(
+            target: "authgate::access",
+            %method,
+            %path,
+            status = resp.status().as_u16(),
+            latency_us = started.elapsed().as_micros() as u64,
+            route = ctx.route.map(|r| r as i64).unwrap_or(-1),
+            %upstream,
+            client_ip = %client_ip,
+            "request"
+        );
+        resp
+    }
+
+    async fn phases(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        secure: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Response<Body>, GatewayError> {
+        // limits
+        let limit = self.config.server.max_header_bytes;
+        let size = header_bytes(&req);
+        if size > limit {
+            return Err(GatewayError::HeadersTooLarge { size, limit });
+        }
+
+        // own endpoints
+        if let Some(resp) = health::serve(
+            req.method(),
+            req.uri().path(),
+            !self.draining.load(Ordering::Acquire),
+        ) {
+            return Ok(resp);
+        }
+        if conn.listener == Listener::Http(HttpMode::Redirect) {
+            return self.redirect(&req);
+        }
+
+        // route
+        let host = request_host(&req);
+        let bare_host = host.map(strip_port).map(str::to_ascii_lowercase);
+        let route = self
+            .router
+            .find(bare_host.as_deref(), req.uri().path())
+            .ok_or(GatewayError::NoRoute)?;
+        ctx.route = Some(route.index);
+
+        // authenticate + authorize: config validation guarantees `route.config.public`
+        // until token enforcement exists; nothing is forwarded unauthenticated by default.
+        debug_assert!(route.config.public);
+
+        // forward
+        let host_owned = host.map(str::to_owned);
+        let client = ClientView {
+            peer: conn.peer.ip().to_canonical(),
+            trusted_peer: conn.trusted_peer,
+            proto: if secure { "https" } else { "http" },
+            host: host_owned.as_deref(),
+        };
+        self.upstreams
+            .forward(route, req, &client, &mut ctx.upstream)
+            .await
+    }
+
+    /// HTTPS if the connection is TLS, or a trusted proxy says the client used HTTPS.
+    fn is_secure(&self, req: &Request<Incoming>, conn: &ConnInfo) -> bool {
+        match conn.listener {
+            Listener::Https => true,
+            Listener::Http(_) => {
+                conn.trusted_peer
+                    && req
+                        .headers()
+                        .get(&headers::X_FORWARDED_PROTO)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"))
+            }
+        }
+    }
+
+    /// 308 to the same host, path and query over HTTPS.
+    fn redirect(&self, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+        let host = request_host(req)
+            .map(strip_port)
+            .filter(|h| !h.is_empty())
+            .ok_or(GatewayError::BadRequest("a Host header is required"))?;
+        let port = match self.redirect_port {
+            Some(443) | None => String::new(),
+            Some(p) => format!(":{p}"),
+        };
+        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        let location = format!("https://{host}{port}{pq}");
+        let location = HeaderValue::from_str(&location)
+            .map_err(|_| GatewayError::BadRequest("the Host header is not valid"))?;
+        let mut resp = Response::new(body::empty());
+        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+        resp.headers_mut().insert(header::LOCATION, location);
+        Ok(resp)
+    }
+}
+
+/// The host the client asked for: `:authority` (HTTP/2) or `Host`.
+fn request_host<B>(req: &Request<B>) -> Option<&str> {
+    req.uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        // [v6]:port
+        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+/// Size of the request head as sent: request line plus `name: value\r\n` per field.
+fn header_bytes<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len()
+        + req.uri().path_and_query().map_or(1, |pq| pq.as_str().len())
+        + 11;
+    req.headers()
+        .iter()
+        .fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ports_are_stripped() {
+        assert_eq!(strip_port("a.example:8443"), "a.example");
+        assert_eq!(strip_port("a.example"), "a.example");
+        assert_eq!(strip_port("[::1]:8443"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+}

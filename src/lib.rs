@@ -1,0 +1,36 @@
+//! # authgate
+//!
+//! An authenticating reverse proxy and OAuth 2.0 authorization server.
+//!
+//! ## Layout
+//!
+//! A request flows through these modules, in this order:
+//!
+//! | module            | job                                                                 |
+//! |-------------------|---------------------------------------------------------------------|
+//! | [`config`]        | raw TOML + `AUTHGATE_…` environment → validated [`config::Config`]  |
+//! | [`server`]        | listeners, accept loop, connection limits, timeouts, graceful drain |
+//! | [`tls`]           | certificates → rustls `ServerConfig` (SNI, ALPN h2 + http/1.1)      |
+//! | [`gateway`]       | `handle()`: the per-request phases, read top to bottom              |
+//! | [`router`]        | host + longest path prefix → [`router::Route`]                      |
+//! | [`gateway::forward`] | pooled upstream client, header rewriting, streamed bodies        |
+//! | [`error`]         | the one place a [`error::GatewayError`] becomes an HTTP response    |
+//! | [`health`]        | authgate's own `/healthz` and `/readyz`                              |
+//! | [`body`]          | the body type shared by all responses; size-limited request bodies  |
+//! | [`certs`]         | self-signed development certificates (`authgate certs generate`)    |
+//! | [`logging`]       | tracing setup, human or JSON                                         |
+//!
+//! Phases that are not built yet (authenticate, authorize, the OAuth endpoints) will slot
+//! into [`gateway::Gateway::handle`] between routing and forwarding.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod certs;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod health;
+pub mod logging;
+pub mod router;
+pub mod server;
+pub mod tls;

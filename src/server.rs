@@ -1,0 +1,393 @@
+//! Listeners and connections: bind, accept under a connection limit, TLS handshake
+//! (bounded in time), serve HTTP/1.1 and HTTP/2 with hyper-util's auto builder, close
+//! idle connections, and drain gracefully on shutdown.
+//!
+//! Shutdown: stop accepting, ask every connection to finish (HTTP/1.1: close after the
+//! current response; HTTP/2: GOAWAY), wait up to `server.shutdown_grace` for the
+//! connection permits to come back, then return.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{Config, HttpMode, TlsConfig};
+use crate::gateway::{ConnInfo, Gateway, Listener};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("tls: cannot create the development certificate: {0}")]
+    Cert(#[from] crate::certs::CertError),
+    #[error("tls: {0}")]
+    HalfPair(String),
+    #[error(transparent)]
+    Upstream(#[from] crate::gateway::forward::UpstreamSetupError),
+    #[error("{key}: cannot listen on {addr}: {source}")]
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: io::Error,
+    },
+}
+
+/// A bound, not yet serving, authgate.
+pub struct Server {
+    gateway: Arc<Gateway>,
+    https: Option<(TcpListener, TlsAcceptor, Duration)>,
+    http: Option<(TcpListener, HttpMode)>,
+}
+
+impl Server {
+    /// Loads certificates (creating development ones if so configured) and binds the
+    /// listeners. Port 0 picks a free port; see [`Server::https_addr`].
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let https = match (&config.tls, config.server.https) {
+            (Some(tls), Some(addr)) => {
+                ensure_dev_cert(tls)?;
+                let acceptor = TlsAcceptor::from(crate::tls::server_config(tls)?);
+                let listener = bind("server.https", addr).await?;
+                Some((listener, acceptor, tls.handshake_timeout))
+            }
+            _ => None,
+        };
+        let http = match config.server.http {
+            Some(addr) => Some((bind("server.http", addr).await?, config.server.http_mode)),
+            None => None,
+        };
+        let gateway = Arc::new(Gateway::new(Arc::new(config))?);
+        Ok(Server {
+            gateway,
+            https,
+            http,
+        })
+    }
+
+    /// The bound HTTPS address.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+    }
+
+    /// The bound plain HTTP address.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` completes, then drains.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let cfg = self.gateway.config().server.clone();
+        let max = cfg.max_connections;
+        let permits = Arc::new(Semaphore::new(max));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let builder = Arc::new(http_builder(self.gateway.config()));
+
+        let mut loops = Vec::new();
+        if let Some((listener, acceptor, hs_timeout)) = self.https {
+            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (HTTPS)");
+            let tls = Some((acceptor, hs_timeout));
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                Listener::Https,
+                tls,
+                self.gateway.clone(),
+                builder.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            )));
+        }
+        if let Some((listener, mode)) = self.http {
+            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?mode, "listening (HTTP)");
+            loops.push(tokio::spawn(accept_loop(
+                listener,
+                Listener::Http(mode),
+                None,
+                self.gateway.clone(),
+                builder.clone(),
+                permits.clone(),
+                stop_rx.clone(),
+            )));
+        }
+
+        shutdown.await;
+        tracing::info!(grace = ?cfg.shutdown_grace, "shutting down: draining connections");
+        self.gateway.start_draining();
+        let _ = stop_tx.send(true);
+        for l in loops {
+            let _ = l.await;
+        }
+        // Every open connection holds a permit: all permits back means all drained.
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        let drained = tokio::time::timeout(cfg.shutdown_grace, permits.acquire_many(all)).await;
+        match drained {
+            Ok(_) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                open = max - permits.available_permits(),
+                "shutdown grace elapsed; closing remaining connections"
+            ),
+        };
+    }
+}
+
+async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { key, addr, source })
+}
+
+fn ensure_dev_cert(tls: &TlsConfig) -> Result<(), ServerError> {
+    if !tls.self_signed_if_missing {
+        return Ok(());
+    }
+    match (tls.cert.exists(), tls.key.exists()) {
+        (true, true) => Ok(()),
+        (false, false) => {
+            let names: Vec<String> = crate::certs::DEV_NAMES.iter().map(|s| s.to_string()).collect();
+            crate::certs::generate(&tls.cert, &tls.key, &names, false)?;
+            tracing::warn!(
+                cert = %tls.cert.display(),
+                key = %tls.key.display(),
+                names = ?names,
+                "generated a self-signed development certificate; clients will not trust it. Use a real certificate in production"
+            );
+            Ok(())
+        }
+        (c, _) => Err(ServerError::HalfPair(format!(
+            "{} exists but {} does not; remove it or supply both",
+            if c { tls.cert.display() } else { tls.key.display() },
+            if c { tls.key.display() } else { tls.cert.display() },
+        ))),
+    }
+}
+
+fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
+    let s = &config.server;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // Headers between `max_header_bytes` and this buffer size reach the gateway, which
+    // answers 431 with the usual headers (HSTS); beyond it hyper answers 431 itself.
+    let buf = (s.max_header_bytes * 2).max(400 * 1024);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(s.header_read_timeout)
+        .max_buf_size(buf)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(s.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(Some(64))
+        .keep_alive_interval(Some(s.idle_timeout))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    kind: Listener,
+    tls: Option<(TlsAcceptor, Duration)>,
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    permits: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let idle_timeout = gateway.config().server.idle_timeout;
+    loop {
+        // Wait for a free connection slot before accepting: excess clients queue in the
+        // kernel's backlog instead of being accepted and starved.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+            _ = stop.changed() => return,
+        };
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.changed() => return,
+        };
+        let _ = tcp.set_nodelay(true);
+        let info = ConnInfo {
+            peer,
+            listener: kind,
+            trusted_peer: gateway.is_trusted(peer.ip()),
+        };
+        let gateway = gateway.clone();
+        let builder = builder.clone();
+        let stop = stop.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let activity = Arc::new(Activity::new());
+            let io = Tracked {
+                inner: tcp,
+                activity: activity.clone(),
+            };
+            match tls {
+                None => serve_conn(io, info, gateway, builder, stop, activity, idle_timeout).await,
+                Some((acceptor, hs_timeout)) => {
+                    match tokio::time::timeout(hs_timeout, acceptor.accept(io)).await {
+                        Ok(Ok(stream)) => {
+                            serve_conn(stream, info, gateway, builder, stop, activity, idle_timeout)
+                                .await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+}
+
+async fn serve_conn<I>(
+    io: I,
+    info: ConnInfo,
+    gateway: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let info = Arc::new(info);
+    let svc = service_fn(move |req| {
+        let gateway = gateway.clone();
+        let info = info.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, &info).await) }
+    });
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            _ = &mut idle, if !closing => {
+                let quiet = activity.quiet_for();
+                if quiet >= idle_timeout {
+                    // Graceful: a request still being answered completes first.
+                    tracing::debug!(%peer, "closing idle connection");
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    idle.as_mut().reset(tokio::time::Instant::now() + (idle_timeout - quiet));
+                }
+            }
+        }
+    }
+}
+
+/// When a connection last moved bytes.
+struct Activity {
+    epoch: Instant,
+    last_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        self.last_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A TCP stream that records activity on every read and write.
+struct Tracked {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
