@@ -14,7 +14,11 @@ use hyper_util::server::conn::auto;
 
 async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let size = body.collect().await.map(|b| b.to_bytes().len()).unwrap_or(0);
+    let size = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes().len())
+        .unwrap_or(0);
     let headers: serde_json::Map<String, serde_json::Value> = parts
         .headers
         .iter()
@@ -27,14 +31,18 @@ async fn echo(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallibl
         "body_bytes": size,
     });
     let mut resp = Response::new(Full::new(Bytes::from(json.to_string())));
-    resp.headers_mut()
-        .insert("content-type", "application/json".parse().expect("static value"));
+    resp.headers_mut().insert(
+        "content-type",
+        "application/json".parse().expect("static value"),
+    );
     Ok(resp)
 }
 
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9000".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:9000".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("echo upstream listening on http://{addr}");
     loop {

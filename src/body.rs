@@ -143,7 +143,11 @@ impl http_body::Body for Deferred {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.taken.is_none() {
-            let body = self.slot.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let body = self
+                .slot
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             match body {
                 Some(b) => self.taken = Some(b),
                 // Reclaimed by a retry: this request was abandoned.
@@ -166,54 +170,8 @@ impl http_body::Body for Deferred {
     fn size_hint(&self) -> SizeHint {
         match &self.taken {
             Some(b) => b.size_hint(),
-            None => self.hint.clone(),
+            None => self.hint,
         }
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// Runs `on_drop` when the body is dropped: the response is done (sent or abandoned).
-    pub struct OnDrop<B, F: FnOnce()> {
-        #[pin]
-        inner: B,
-        on_drop: Option<F>,
-    }
-    impl<B, F: FnOnce()> PinnedDrop for OnDrop<B, F> {
-        fn drop(this: Pin<&mut Self>) {
-            if let Some(f) = this.project().on_drop.take() {
-                f();
-            }
-        }
-    }
-}
-
-impl<B, F: FnOnce()> OnDrop<B, F> {
-    /// Wraps `inner`.
-    pub fn new(inner: B, on_drop: F) -> Self {
-        OnDrop {
-            inner,
-            on_drop: Some(on_drop),
-        }
-    }
-}
-
-impl<B: http_body::Body, F: FnOnce()> http_body::Body for OnDrop<B, F> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        self.project().inner.poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
     }
 }
 
@@ -224,7 +182,8 @@ mod tests {
     use http_body_util::StreamBody;
 
     fn chunks(n: usize, size: usize) -> Body {
-        let frames = (0..n).map(move |_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![0u8; size]))));
+        let frames =
+            (0..n).map(move |_| Ok::<_, BoxError>(Frame::data(Bytes::from(vec![0u8; size]))));
         StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
     }
 
@@ -257,16 +216,5 @@ mod tests {
         let (deferred, slot) = Deferred::new(full("hello"));
         assert_eq!(deferred.collect().await.unwrap().to_bytes(), "hello");
         assert!(reclaim(&slot).is_none());
-    }
-
-    #[tokio::test]
-    async fn on_drop_runs_once() {
-        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let c = count.clone();
-        let body = OnDrop::new(full("x"), move || {
-            c.fetch_add(1, Ordering::SeqCst);
-        });
-        let _ = body.collect().await;
-        assert_eq!(count.load(Ordering::SeqCst), 1);
     }
 }

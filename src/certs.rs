@@ -71,7 +71,10 @@ mod tests {
         let names = vec!["localhost".to_string()];
         generate(&c, &k, &names, false).unwrap();
         let first = std::fs::read(&c).unwrap();
-        assert!(matches!(generate(&c, &k, &names, false), Err(CertError::Exists(_))));
+        assert!(matches!(
+            generate(&c, &k, &names, false),
+            Err(CertError::Exists(_))
+        ));
         assert_eq!(std::fs::read(&c).unwrap(), first);
         generate(&c, &k, &names, true).unwrap();
         assert_ne!(std::fs::read(&c).unwrap(), first);

@@ -1,9 +1,9 @@
 //! The one place where failures become HTTP responses.
 //!
 //! Phases return a [`GatewayError`]; [`GatewayError::into_response`] picks the status and
-//! the RFC-shaped JSON body `{"error": …, "error_description": …}`. Headers that every
-//! response gets (HSTS, `Via`) are added afterwards in [`crate::gateway`], so error
-//! responses carry them too. The description is safe to show a client: upstream
+//! the RFC-shaped JSON body `{"error": …, "error_description": …}`. HSTS is added
+//! afterwards in [`crate::gateway`] to every HTTPS response, so error responses carry it
+//! too. The description is safe to show a client: upstream
 //! addresses and internal causes go to the log line only.
 
 use std::time::Duration;
@@ -139,7 +139,10 @@ mod tests {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["error"], "bad_gateway");
-        assert!(!v["error_description"].as_str().unwrap().contains("10.1.2.3"));
+        assert!(!v["error_description"]
+            .as_str()
+            .unwrap()
+            .contains("10.1.2.3"));
     }
 
     #[test]

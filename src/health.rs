@@ -37,7 +37,10 @@ pub fn serve(method: &Method, path: &str, ready: bool) -> Option<Response<Body>>
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Some(resp)
 }

@@ -13,7 +13,11 @@ use authgate::{certs, logging, server};
 const EXIT_CANNOT_START: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "authgate", version, about = "Authenticating reverse proxy and OAuth 2.0 authorization server")]
+#[command(
+    name = "authgate",
+    version,
+    about = "Authenticating reverse proxy and OAuth 2.0 authorization server"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(long, short, global = true, env = "AUTHGATE_CONFIG", default_value = config::DEFAULT_PATH)]
@@ -110,7 +114,12 @@ fn check_config(path: &std::path::Path) -> ExitCode {
     println!("{}: ok", cfg.file);
     let s = &cfg.server;
     let show = |a: Option<std::net::SocketAddr>| a.map_or("off".to_string(), |a| a.to_string());
-    println!("  https: {}   http: {} ({:?})", show(s.https), show(s.http), s.http_mode);
+    println!(
+        "  https: {}   http: {} ({:?})",
+        show(s.https),
+        show(s.http),
+        s.http_mode
+    );
     for r in &cfg.routes {
         let ups: Vec<String> = r.upstreams.iter().map(|u| u.to_string()).collect();
         println!(
@@ -130,7 +139,10 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Err(e) => return fail(&e.to_string()),
     };
     logging::init(&cfg.log);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
@@ -152,7 +164,10 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
             (Ok(mut term), Ok(mut int)) => {
                 tokio::select! {
                     _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -66,6 +66,14 @@ impl Router {
 }
 
 /// Whether `prefix` covers `path` on a segment boundary.
+///
+/// ```
+/// use authgate::router::prefix_matches;
+/// assert!(prefix_matches("/api", "/api"));
+/// assert!(prefix_matches("/api", "/api/users"));
+/// assert!(!prefix_matches("/api", "/apix"));
+/// assert!(prefix_matches("/", "/anything"));
+/// ```
 pub fn prefix_matches(prefix: &str, path: &str) -> bool {
     if prefix == "/" {
         return true;
@@ -77,6 +85,12 @@ pub fn prefix_matches(prefix: &str, path: &str) -> bool {
 }
 
 /// Strips the route prefix from `path`, keeping a leading `/`.
+///
+/// ```
+/// use authgate::router::strip_prefix;
+/// assert_eq!(strip_prefix("/api", "/api/users"), "/users");
+/// assert_eq!(strip_prefix("/api", "/api"), "/");
+/// ```
 pub fn strip_prefix<'a>(prefix: &str, path: &'a str) -> &'a str {
     if prefix == "/" {
         return path;

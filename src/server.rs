@@ -70,7 +70,11 @@ impl Server {
             Some(addr) => Some((bind("server.http", addr).await?, config.server.http_mode)),
             None => None,
         };
-        let gateway = Arc::new(Gateway::new(Arc::new(config))?);
+        let https_port = https
+            .as_ref()
+            .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
+            .map(|a| a.port());
+        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port)?);
         Ok(Server {
             gateway,
             https,
@@ -80,7 +84,9 @@ impl Server {
 
     /// The bound HTTPS address.
     pub fn https_addr(&self) -> Option<SocketAddr> {
-        self.https.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
+        self.https
+            .as_ref()
+            .and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     /// The bound plain HTTP address.
@@ -96,40 +102,28 @@ impl Server {
         let (stop_tx, stop_rx) = watch::channel(false);
         let builder = Arc::new(http_builder(self.gateway.config()));
 
-        let mut loops = Vec::new();
-        if let Some((listener, acceptor, hs_timeout)) = self.https {
-            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), "listening (HTTPS)");
-            let tls = Some((acceptor, hs_timeout));
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                Listener::Https,
-                tls,
-                self.gateway.clone(),
-                builder.clone(),
-                permits.clone(),
-                stop_rx.clone(),
-            )));
-        }
-        if let Some((listener, mode)) = self.http {
-            tracing::info!(addr = %listener.local_addr().map(|a| a.to_string()).unwrap_or_default(), mode = ?mode, "listening (HTTP)");
-            loops.push(tokio::spawn(accept_loop(
-                listener,
-                Listener::Http(mode),
-                None,
-                self.gateway.clone(),
-                builder.clone(),
-                permits.clone(),
-                stop_rx.clone(),
-            )));
-        }
+        let https = self.https.map(|(listener, acceptor, hs_timeout)| {
+            log_listening("HTTPS", &listener, None);
+            (listener, acceptor, hs_timeout)
+        });
+        let http = self.http.map(|(listener, mode)| {
+            log_listening("HTTP", &listener, Some(mode));
+            (listener, mode)
+        });
+        let acceptor = tokio::spawn(accept_loop(
+            https,
+            http,
+            self.gateway.clone(),
+            builder,
+            permits.clone(),
+            stop_rx,
+        ));
 
         shutdown.await;
         tracing::info!(grace = ?cfg.shutdown_grace, "shutting down: draining connections");
         self.gateway.start_draining();
         let _ = stop_tx.send(true);
-        for l in loops {
-            let _ = l.await;
-        }
+        let _ = acceptor.await;
         // Every open connection holds a permit: all permits back means all drained.
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(cfg.shutdown_grace, permits.acquire_many(all)).await;
@@ -156,7 +150,10 @@ fn ensure_dev_cert(tls: &TlsConfig) -> Result<(), ServerError> {
     match (tls.cert.exists(), tls.key.exists()) {
         (true, true) => Ok(()),
         (false, false) => {
-            let names: Vec<String> = crate::certs::DEV_NAMES.iter().map(|s| s.to_string()).collect();
+            let names: Vec<String> = crate::certs::DEV_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
             crate::certs::generate(&tls.cert, &tls.key, &names, false)?;
             tracing::warn!(
                 cert = %tls.cert.display(),
@@ -168,8 +165,16 @@ fn ensure_dev_cert(tls: &TlsConfig) -> Result<(), ServerError> {
         }
         (c, _) => Err(ServerError::HalfPair(format!(
             "{} exists but {} does not; remove it or supply both",
-            if c { tls.cert.display() } else { tls.key.display() },
-            if c { tls.key.display() } else { tls.cert.display() },
+            if c {
+                tls.cert.display()
+            } else {
+                tls.key.display()
+            },
+            if c {
+                tls.key.display()
+            } else {
+                tls.cert.display()
+            },
         ))),
     }
 }
@@ -189,16 +194,37 @@ fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .timer(TokioTimer::new())
         .max_concurrent_streams(s.http2_max_concurrent_streams)
         .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
-        .max_pending_accept_reset_streams(Some(64))
-        .keep_alive_interval(Some(s.idle_timeout))
-        .keep_alive_timeout(Duration::from_secs(20));
+        // No keep-alive pings: they would count as activity and keep idle HTTP/2
+        // connections open past `idle_timeout`, which already reaps dead peers.
+        .max_pending_accept_reset_streams(Some(64));
     b
 }
 
+fn log_listening(what: &str, listener: &TcpListener, mode: Option<HttpMode>) {
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    match mode {
+        None => tracing::info!(%addr, "listening ({what})"),
+        Some(mode) => tracing::info!(%addr, ?mode, "listening ({what})"),
+    }
+}
+
+/// Accepts on `listener`, or never if there is none.
+async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// One loop for both listeners, so that they share the connection limit fairly: a
+/// permit is taken first, then whichever listener has a client gets it. (A loop per
+/// listener would let an idle listener sit on the last permit.)
 async fn accept_loop(
-    listener: TcpListener,
-    kind: Listener,
-    tls: Option<(TlsAcceptor, Duration)>,
+    https: Option<(TcpListener, TlsAcceptor, Duration)>,
+    http: Option<(TcpListener, HttpMode)>,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
@@ -212,28 +238,36 @@ async fn accept_loop(
             p = permits.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
             _ = stop.changed() => return,
         };
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // EMFILE and friends: back off briefly instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let (accepted, kind, tls) = tokio::select! {
+            r = accept_on(https.as_ref().map(|h| &h.0)) => {
+                let tls = https.as_ref().map(|(_, a, t)| (a.clone(), *t));
+                (r, Listener::Https, tls)
+            }
+            r = accept_on(http.as_ref().map(|h| &h.0)) => {
+                let mode = http.as_ref().map_or(HttpMode::Serve, |h| h.1);
+                (r, Listener::Http(mode), None)
+            }
             _ = stop.changed() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = tcp.set_nodelay(true);
         let info = ConnInfo {
             peer,
             listener: kind,
             trusted_peer: gateway.is_trusted(peer.ip()),
+            slot: Arc::new(permit),
         };
         let gateway = gateway.clone();
         let builder = builder.clone();
         let stop = stop.clone();
-        let tls = tls.clone();
         tokio::spawn(async move {
             let activity = Arc::new(Activity::new());
             let io = Tracked {
@@ -253,7 +287,6 @@ async fn accept_loop(
                     }
                 }
             }
-            drop(permit);
         });
     }
 }

@@ -133,7 +133,10 @@ mod tests {
     use super::*;
 
     fn pair(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
-        let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+        let (cert, key) = (
+            dir.join(format!("{name}.pem")),
+            dir.join(format!("{name}.key")),
+        );
         crate::certs::generate(&cert, &key, &[name.to_string()], false).unwrap();
         (cert, key)
     }
@@ -143,7 +146,6 @@ mod tests {
             cert,
             key,
             self_signed_if_missing: false,
-            hsts: http::HeaderValue::from_static("max-age=1"),
             handshake_timeout: std::time::Duration::from_secs(1),
             sni: vec![],
         }
@@ -161,13 +163,19 @@ mod tests {
             key: ak.clone(),
         });
         let cfg = server_config(&t).unwrap();
-        assert_eq!(cfg.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            cfg.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
 
         let provider = provider();
         let resolver = SniResolver {
             default: load_pair(&t.cert, &t.key, "tls", &provider).unwrap(),
-            by_name: [("*.wild.test".to_string(), load_pair(&ac, &ak, "x", &provider).unwrap())]
-                .into(),
+            by_name: [(
+                "*.wild.test".to_string(),
+                load_pair(&ac, &ak, "x", &provider).unwrap(),
+            )]
+            .into(),
         };
         let wild = resolver.pick(Some("x.wild.test"));
         let default = resolver.pick(Some("other.test"));

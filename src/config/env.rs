@@ -22,8 +22,16 @@ pub fn apply(
     let mut vars: Vec<(String, String)> = vars
         .filter(|(name, _)| name.starts_with(PREFIX) && name.contains("__"))
         .collect();
-    // Deterministic order, so that `ROUTE__0__…` creates entries before `ROUTE__1__…`.
-    vars.sort();
+    // Deterministic order in which `ROUTE__2__…` comes before `ROUTE__10__…`, so array
+    // entries are created in index order.
+    vars.sort_by_cached_key(|(name, _)| {
+        name.split("__")
+            .map(|seg| match seg.parse::<u64>() {
+                Ok(n) => (0, n, String::new()),
+                Err(_) => (1, 0, seg.to_owned()),
+            })
+            .collect::<Vec<_>>()
+    });
     for (name, value) in vars {
         let path: Vec<String> = name[PREFIX.len()..]
             .split("__")
@@ -50,9 +58,15 @@ fn set(table: &mut toml::Table, path: &[String], raw: &str) -> Result<(), String
         table.insert(head.clone(), value);
         return Ok(());
     }
-    let child = table
-        .entry(head.clone())
-        .or_insert_with(|| Value::Table(toml::Table::new()));
+    // A missing key followed by an index is an array of tables (`TLS__SNI__0__CERT`).
+    let next_is_index = rest[0].parse::<usize>().is_ok();
+    let child = table.entry(head.clone()).or_insert_with(|| {
+        if next_is_index {
+            Value::Array(Vec::new())
+        } else {
+            Value::Table(toml::Table::new())
+        }
+    });
     descend(child, head, rest, raw)
 }
 
@@ -127,7 +141,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t["server"]["max_connections"].as_integer(), Some(10));
-        assert_eq!(t["server"]["trusted_proxies"][0].as_str(), Some("10.0.0.0/8"));
+        assert_eq!(
+            t["server"]["trusted_proxies"][0].as_str(),
+            Some("10.0.0.0/8")
+        );
         assert_eq!(t["log"]["format"].as_str(), Some("json"));
         assert!(!t.contains_key("config"));
     }
@@ -147,10 +164,30 @@ mod tests {
     }
 
     #[test]
+    fn indexes_sort_numerically_and_arrays_are_created() {
+        let mut vars: Vec<(&str, &str)> = (0..12)
+            .map(|i| {
+                (
+                    Box::leak(format!("AUTHGATE_ROUTE__{i}__PATH").into_boxed_str()) as &str,
+                    "/x",
+                )
+            })
+            .collect();
+        vars.reverse();
+        let t = run("", &vars).unwrap();
+        assert_eq!(t["route"].as_array().unwrap().len(), 12);
+        let t = run("", &[("AUTHGATE_TLS__SNI__0__CERT", "a.pem")]).unwrap();
+        assert_eq!(t["tls"]["sni"][0]["cert"].as_str(), Some("a.pem"));
+    }
+
+    #[test]
     fn bad_index_names_the_variable() {
-        let err = run("[[route]]\npath = \"/\"", &[("AUTHGATE_ROUTE__5__PATH", "/x")])
-            .unwrap_err()
-            .to_string();
+        let err = run(
+            "[[route]]\npath = \"/\"",
+            &[("AUTHGATE_ROUTE__5__PATH", "/x")],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("AUTHGATE_ROUTE__5__PATH"), "{err}");
         assert!(err.contains("gap"), "{err}");
     }

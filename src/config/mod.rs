@@ -59,6 +59,9 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub routes: Vec<RouteConfig>,
+    /// `Strict-Transport-Security` for every response that reached the client over HTTPS
+    /// (directly, or through a trusted TLS-terminating proxy when `server.https = "off"`).
+    pub hsts: HeaderValue,
 }
 
 /// What the plain-HTTP listener does.
@@ -96,7 +99,6 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// Generate a self-signed development certificate when `cert` and `key` are missing.
     pub self_signed_if_missing: bool,
-    pub hsts: HeaderValue,
     pub handshake_timeout: Duration,
     pub sni: Vec<SniCert>,
 }
@@ -187,19 +189,23 @@ impl Config {
         file: &str,
         vars: impl Iterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Syntax {
-                file: file.to_owned(),
-                message: e.to_string().trim().to_owned(),
-            }
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    file: file.to_owned(),
+                    message: e.to_string().trim().to_owned(),
+                })?;
         env::apply(&mut table, vars)?;
-        let raw: RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
-            .map_err(|e| {
+        let raw: RawConfig =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
                 ConfigError::Key {
                     file: file.to_owned(),
-                    key: if key == "." { "(top level)".into() } else { key },
+                    key: if key == "." {
+                        "(top level)".into()
+                    } else {
+                        key
+                    },
                     reason: e.into_inner().message().trim().to_owned(),
                 }
             })?;
@@ -279,6 +285,7 @@ impl Config {
             )?,
         };
 
+        let hsts = v.hsts(raw.tls.hsts.as_deref())?;
         let tls = match https {
             None => None,
             Some(_) => Some(v.tls(raw.tls)?),
@@ -341,10 +348,7 @@ impl Config {
             {
                 return Err(v.err(
                     &format!("route[{i}].path"),
-                    format!(
-                        "route[{j}] already has path {:?} for the same host",
-                        a.path
-                    ),
+                    format!("route[{j}] already has path {:?} for the same host", a.path),
                 ));
             }
         }
@@ -356,6 +360,7 @@ impl Config {
             upstream,
             log,
             routes,
+            hsts,
         })
     }
 }
@@ -428,6 +433,21 @@ impl Validator<'_> {
         Ok(p)
     }
 
+    fn hsts(&self, value: Option<&str>) -> Result<HeaderValue, ConfigError> {
+        let text = value.unwrap_or("max-age=31536000; includeSubDomains");
+        if !text
+            .trim_start()
+            .to_ascii_lowercase()
+            .starts_with("max-age=")
+        {
+            return Err(self.err(
+                "tls.hsts",
+                format!("{text:?} must start with max-age= (RFC 6797 §6.1)"),
+            ));
+        }
+        HeaderValue::from_str(text).map_err(|_| self.err("tls.hsts", "not a valid header value"))
+    }
+
     fn tls(&self, t: raw::RawTls) -> Result<TlsConfig, ConfigError> {
         let self_signed_if_missing = t.self_signed_if_missing.unwrap_or(false);
         let cert = PathBuf::from(t.cert.unwrap_or_else(|| "certs/dev-cert.pem".into()));
@@ -445,17 +465,6 @@ impl Validator<'_> {
                 }
             }
         }
-        let hsts_text = t
-            .hsts
-            .unwrap_or_else(|| "max-age=31536000; includeSubDomains".into());
-        if !hsts_text.trim_start().to_ascii_lowercase().starts_with("max-age=") {
-            return Err(self.err(
-                "tls.hsts",
-                format!("{hsts_text:?} must start with max-age= (RFC 6797 §6.1)"),
-            ));
-        }
-        let hsts = HeaderValue::from_str(&hsts_text)
-            .map_err(|_| self.err("tls.hsts", "not a valid header value"))?;
         let sni = t
             .sni
             .into_iter()
@@ -480,7 +489,6 @@ impl Validator<'_> {
             cert,
             key,
             self_signed_if_missing,
-            hsts,
             handshake_timeout: self.duration(
                 "tls.handshake_timeout",
                 t.handshake_timeout.as_deref(),
@@ -519,6 +527,14 @@ impl Validator<'_> {
                 if h.is_empty() || h.parse::<Authority>().is_err() || h.contains(['/', '@']) {
                     return Err(self.err(&key("host"), format!("{h:?} is not a host name")));
                 }
+                if !h.starts_with('[') && h.contains(':') {
+                    return Err(self.err(
+                        &key("host"),
+                        format!(
+                            "{h:?}: leave the port out; routes match the host name on any port"
+                        ),
+                    ));
+                }
                 Some(h)
             }
         };
@@ -541,7 +557,10 @@ impl Validator<'_> {
                 if us.len() > crate::router::MAX_UPSTREAMS {
                     return Err(self.err(
                         &key("upstreams"),
-                        format!("at most {} upstreams per route", crate::router::MAX_UPSTREAMS),
+                        format!(
+                            "at most {} upstreams per route",
+                            crate::router::MAX_UPSTREAMS
+                        ),
                     ));
                 }
                 list.extend(
@@ -589,10 +608,7 @@ impl Validator<'_> {
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
             return Err(bad("must start with http:// or https://"));
         }
-        let authority = uri
-            .authority()
-            .cloned()
-            .ok_or_else(|| bad("has no host"))?;
+        let authority = uri.authority().cloned().ok_or_else(|| bad("has no host"))?;
         if authority.as_str().contains('@') {
             return Err(bad("must not contain credentials"));
         }

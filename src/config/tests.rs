@@ -34,7 +34,10 @@ fn defaults_apply() {
 #[test]
 fn unknown_keys_are_named() {
     let e = err(&format!("{NO_TLS}colour = \"blue\""));
-    assert!(e.starts_with("test.toml: server.colour: unknown field `colour`"), "{e}");
+    assert!(
+        e.starts_with("test.toml: server.colour: unknown field `colour`"),
+        "{e}"
+    );
     let e = err("[tls]\ncertificate = \"x\"");
     assert!(e.contains("tls.certificate: unknown field"), "{e}");
 }
@@ -52,7 +55,11 @@ fn wrong_types_are_named() {
 #[test]
 fn bad_values_are_named_with_reasons() {
     let cases = [
-        ("[server]\nhttps = \"localhost\"", "server.https", "not an address"),
+        (
+            "[server]\nhttps = \"localhost\"",
+            "server.https",
+            "not an address",
+        ),
         (
             "[server]\nhttps = \"off\"\nhttp_mode = \"proxy\"",
             "server.http_mode",
@@ -78,7 +85,11 @@ fn bad_values_are_named_with_reasons() {
             "server.http_mode",
             "needs the HTTPS listener",
         ),
-        (&format!("{NO_TLS}[log]\nformat = \"xml\""), "log.format", "expected"),
+        (
+            &format!("{NO_TLS}[log]\nformat = \"xml\""),
+            "log.format",
+            "expected",
+        ),
     ];
     for (text, key, reason) in cases {
         let e = err(text);
@@ -89,7 +100,10 @@ fn bad_values_are_named_with_reasons() {
 #[test]
 fn missing_cert_is_named() {
     let e = err("[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"");
-    assert!(e.contains("tls.cert") && e.contains("does not exist"), "{e}");
+    assert!(
+        e.contains("tls.cert") && e.contains("does not exist"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -102,16 +116,29 @@ fn hsts_must_have_max_age() {
 fn routes_are_validated() {
     let route = |body: &str| err(&format!("{NO_TLS}[[route]]\n{body}"));
     assert!(route("upstream = \"http://a\"\npublic = true").contains("route[0].path: missing"));
-    assert!(route("path = \"api\"\nupstream = \"http://a\"\npublic = true").contains("must start with /"));
+    assert!(
+        route("path = \"api\"\nupstream = \"http://a\"\npublic = true")
+            .contains("must start with /")
+    );
     assert!(route("path = \"/\"\npublic = true").contains("route[0].upstream: missing"));
-    assert!(route("path = \"/\"\nupstream = \"ftp://a\"\npublic = true").contains("http:// or https://"));
-    assert!(route("path = \"/\"\nupstream = \"http://u:p@a\"\npublic = true").contains("credentials"));
+    assert!(route("path = \"/\"\nupstream = \"ftp://a\"\npublic = true")
+        .contains("http:// or https://"));
+    assert!(
+        route("path = \"/\"\nupstream = \"http://u:p@a\"\npublic = true").contains("credentials")
+    );
     assert!(route("path = \"/\"\nupstreams = []\npublic = true").contains("at least one"));
     assert!(route("path = \"/\"\nupstream = \"http://a\"").contains("route[0].public"));
+    assert!(route(
+        "path = \"/\"\nhost = \"a.example:8443\"\nupstream = \"http://a\"\npublic = true"
+    )
+    .contains("leave the port out"));
     let dup = err(&format!(
         "{NO_TLS}[[route]]\npath = \"/a/\"\nupstream = \"http://a\"\npublic = true\n[[route]]\npath = \"/a\"\nupstream = \"http://b\"\npublic = true"
     ));
-    assert!(dup.contains("route[1].path") && dup.contains("route[0] already"), "{dup}");
+    assert!(
+        dup.contains("route[1].path") && dup.contains("route[0] already"),
+        "{dup}"
+    );
 }
 
 #[test]
@@ -137,14 +164,20 @@ fn syntax_errors_name_the_file() {
 #[test]
 fn environment_overrides_apply_and_are_validated() {
     let vars = [
-        ("AUTHGATE_SERVER__HTTP".to_string(), "127.0.0.1:9999".to_string()),
+        (
+            "AUTHGATE_SERVER__HTTP".to_string(),
+            "127.0.0.1:9999".to_string(),
+        ),
         ("AUTHGATE_LOG__FORMAT".to_string(), "json".to_string()),
     ];
     let cfg = Config::parse(NO_TLS, "t.toml", vars.into_iter()).unwrap();
     assert_eq!(cfg.server.http, Some("127.0.0.1:9999".parse().unwrap()));
     assert_eq!(cfg.log.format, LogFormat::Json);
 
-    let vars = [("AUTHGATE_SERVER__MAX_CONNECTIONS".to_string(), "many".to_string())];
+    let vars = [(
+        "AUTHGATE_SERVER__MAX_CONNECTIONS".to_string(),
+        "many".to_string(),
+    )];
     let e = Config::parse(NO_TLS, "t.toml", vars.into_iter())
         .unwrap_err()
         .to_string();

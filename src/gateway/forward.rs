@@ -107,6 +107,7 @@ impl Upstreams {
         route: &Route,
         mut req: Request<Incoming>,
         client: &ClientView<'_>,
+        conn_slot: &Arc<tokio::sync::OwnedSemaphorePermit>,
         upstream_used: &mut Option<usize>,
     ) -> Result<Response<Body>, GatewayError> {
         let cfg = &route.config;
@@ -146,14 +147,22 @@ impl Upstreams {
             let target = route.upstream(i);
             *upstream_used = Some(i);
             let uri = upstream_uri(target, path, query)?;
-            let mut out_headers = if several { head.clone() } else { std::mem::take(&mut head) };
-            if !cfg.preserve_host {
-                out_headers.insert(
-                    header::HOST,
-                    HeaderValue::from_str(target.authority.as_str())
-                        .map_err(|_| GatewayError::BadRequest("invalid upstream host"))?,
-                );
-            }
+            let mut out_headers = if several {
+                head.clone()
+            } else {
+                std::mem::take(&mut head)
+            };
+            // HTTP/2 clients send `:authority` rather than `Host`, so the host to preserve
+            // is the one the client asked for, whichever way it came.
+            let host = match (cfg.preserve_host, client.host) {
+                (true, Some(h)) => h,
+                _ => target.authority.as_str(),
+            };
+            out_headers.insert(
+                header::HOST,
+                HeaderValue::from_str(host)
+                    .map_err(|_| GatewayError::BadRequest("the Host header is not valid"))?,
+            );
             let (deferred, slot) = Deferred::new(body);
             let mut out = Request::new(deferred.boxed_unsync());
             *out.method_mut() = parts.method.clone();
@@ -169,7 +178,7 @@ impl Upstreams {
                     })
                 }
                 Ok(Ok(resp)) => {
-                    return Ok(self.respond(resp, client_upgrade, parts.version));
+                    return Ok(self.respond(resp, client_upgrade, parts.version, conn_slot));
                 }
                 Ok(Err(e)) => {
                     if tripped.load(Ordering::Acquire) {
@@ -207,12 +216,13 @@ impl Upstreams {
         mut resp: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         client_version: Version,
+        conn_slot: &Arc<tokio::sync::OwnedSemaphorePermit>,
     ) -> Response<Body> {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         match client_upgrade {
             Some(client_side) if switching => {
                 let upstream_side = hyper::upgrade::on(&mut resp);
-                upgrade::tunnel(client_side, upstream_side);
+                upgrade::tunnel(client_side, upstream_side, conn_slot.clone());
                 headers::strip_hop_by_hop(resp.headers_mut(), true);
             }
             _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
@@ -233,7 +243,8 @@ fn upstream_uri(
     path: &str,
     query: Option<&str>,
 ) -> Result<Uri, GatewayError> {
-    let mut pq = String::with_capacity(target.base_path.len() + path.len() + 1 + query.map_or(0, str::len));
+    let mut pq =
+        String::with_capacity(target.base_path.len() + path.len() + 1 + query.map_or(0, str::len));
     pq.push_str(&target.base_path);
     pq.push_str(path);
     if let Some(q) = query {
@@ -274,13 +285,18 @@ mod tests {
             base_path: "/v1".into(),
         };
         assert_eq!(
-            upstream_uri(&t, "/users", Some("a=1&b=2")).unwrap().to_string(),
+            upstream_uri(&t, "/users", Some("a=1&b=2"))
+                .unwrap()
+                .to_string(),
             "http://10.0.0.1:80/v1/users?a=1&b=2"
         );
         let t = UpstreamTarget {
             base_path: String::new(),
             ..t
         };
-        assert_eq!(upstream_uri(&t, "/", None).unwrap().to_string(), "http://10.0.0.1:80/");
+        assert_eq!(
+            upstream_uri(&t, "/", None).unwrap().to_string(),
+            "http://10.0.0.1:80/"
+        );
     }
 }

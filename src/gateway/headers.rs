@@ -117,7 +117,9 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientView<'_>) {
         IpAddr::V6(ip) => format!("for=\"[{ip}]\""),
     };
     if let Some(h) = client.host {
-        if h.bytes().all(|b| b.is_ascii_alphanumeric() || b".-_~".contains(&b)) {
+        if h.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-_~".contains(&b))
+        {
             element.push_str(";host=");
             element.push_str(h);
         } else if !h.contains(['"', '\\']) {
@@ -274,7 +276,10 @@ mod tests {
         set_forwarded(&mut h, &v);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
-        assert!(h["forwarded"].to_str().unwrap().starts_with("for=1.2.3.4, for=10.0.0.9"));
+        assert!(h["forwarded"]
+            .to_str()
+            .unwrap()
+            .starts_with("for=1.2.3.4, for=10.0.0.9"));
     }
 
     #[test]

@@ -44,6 +44,9 @@ pub struct ConnInfo {
     pub listener: Listener,
     /// The peer is one of `server.trusted_proxies`.
     pub trusted_peer: bool,
+    /// This connection's slot under `server.max_connections`. An upgraded connection
+    /// (WebSocket) keeps a clone, so it counts until the tunnel closes.
+    pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Shared state of the request pipeline.
@@ -62,13 +65,14 @@ struct RequestCtx {
 }
 
 impl Gateway {
-    /// Builds the pipeline from a validated configuration.
-    pub fn new(config: Arc<Config>) -> Result<Gateway, forward::UpstreamSetupError> {
+    /// Builds the pipeline from a validated configuration. `https_port` is the port the
+    /// HTTPS listener actually bound (it differs from the config's for port 0).
+    pub fn new(
+        config: Arc<Config>,
+        https_port: Option<u16>,
+    ) -> Result<Gateway, forward::UpstreamSetupError> {
         let upstreams = forward::Upstreams::new(&config.upstream)?;
-        let redirect_port = config
-            .server
-            .redirect_https_port
-            .or(config.server.https.map(|a| a.port()));
+        let redirect_port = config.server.redirect_https_port.or(https_port);
         Ok(Gateway {
             router: Router::new(&config.routes),
             upstreams,
@@ -126,10 +130,8 @@ impl Gateway {
 
         // finish: HSTS on every response that reached the client over HTTPS.
         if secure {
-            if let Some(tls) = &self.config.tls {
-                resp.headers_mut()
-                    .insert(header::STRICT_TRANSPORT_SECURITY, tls.hsts.clone());
-            }
+            resp.headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, self.config.hsts.clone());
         }
         let upstream = match (ctx.route, ctx.upstream) {
             (Some(r), Some(u)) => self.config.routes[r].upstreams[u].to_string(),
@@ -197,7 +199,7 @@ impl Gateway {
             host: host_owned.as_deref(),
         };
         self.upstreams
-            .forward(route, req, &client, &mut ctx.upstream)
+            .forward(route, req, &client, &conn.slot, &mut ctx.upstream)
             .await
     }
 
@@ -247,7 +249,9 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
-        return host.split_once(']').map_or(host, |(h, _)| &host[..h.len() + 1]);
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }

@@ -2,12 +2,21 @@
 //! 101, the two upgraded connections are joined and bytes copied both ways until either
 //! side closes.
 
+use std::sync::Arc;
+
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 /// Joins the client's and the upstream's upgraded connections in a background task.
-pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+/// `slot` (the connection's permit) is held until the tunnel closes, so tunnels count
+/// under `server.max_connections` and graceful shutdown waits for them (up to the grace).
+pub fn tunnel(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+) {
     tokio::spawn(async move {
+        let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(e) => {

@@ -1,0 +1,159 @@
+//! Shared test harness: a programmable upstream, an in-process gateway on port 0, and
+//! TLS clients. Every server stops when its handle is dropped or the test ends.
+#![allow(dead_code)]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use authgate::config::Config;
+use authgate::server::Server;
+use tokio::sync::oneshot;
+
+pub use upstream::Upstream;
+
+/// Bound on anything a test waits for.
+pub const LIMIT: Duration = Duration::from_secs(20);
+
+/// An in-process authgate on loopback ports.
+pub struct Gate {
+    /// The HTTPS address (or the plain one when HTTPS is off).
+    pub https: SocketAddr,
+    pub http: Option<SocketAddr>,
+    pub cert_pem: Vec<u8>,
+    stop: Option<oneshot::Sender<()>>,
+    pub task: Option<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Gate {
+    /// Starts a gateway. `server` lines go under `[server]`, `tls` lines under `[tls]`,
+    /// and `rest` (routes, `[upstream]`) after them.
+    pub async fn start(server: &str, tls: &str, rest: &str) -> Gate {
+        let dir = tempfile::tempdir().unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        authgate::certs::generate(&cert, &key, &names, false).unwrap();
+        // Listener defaults unless the test sets its own.
+        let https_line = if server.contains("https =") {
+            ""
+        } else {
+            "https = \"127.0.0.1:0\"\n"
+        };
+        let text = format!(
+            "[server]\n{https_line}http = \"127.0.0.1:0\"\n{server}\n\
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n{tls}\n{rest}"
+        );
+        let config = Config::parse(&text, "test.toml", std::iter::empty())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let server = Server::bind(config).await.unwrap();
+        let http = server.http_addr();
+        let https = server.https_addr().or(http).unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        Gate {
+            https,
+            http,
+            cert_pem: std::fs::read(&cert).unwrap(),
+            stop: Some(tx),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    /// A gateway with one public route `/` to `upstream`.
+    pub async fn to(upstream: &Upstream) -> Gate {
+        Gate::start(
+            "http_mode = \"serve\"",
+            "",
+            &route("/", &upstream.url(), ""),
+        )
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("https://127.0.0.1:{}{path}", self.https.port())
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.http.unwrap().port())
+    }
+
+    /// A reqwest client trusting this gateway's certificate (HTTP/1.1 or h2 by ALPN).
+    pub fn client(&self) -> reqwest::Client {
+        self.client_builder().build().unwrap()
+    }
+
+    pub fn client_builder(&self) -> reqwest::ClientBuilder {
+        reqwest::Client::builder()
+            .add_root_certificate(reqwest::Certificate::from_pem(&self.cert_pem).unwrap())
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(LIMIT)
+    }
+
+    /// Starts graceful shutdown and waits for `run` to return.
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            tokio::time::timeout(LIMIT, task).await.unwrap().unwrap();
+        }
+    }
+
+    /// A rustls client config trusting this gateway, restricted to `versions`.
+    pub fn tls_client(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> Arc<rustls::ClientConfig> {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in rustls_pki_types::CertificateDer::pem_slice_iter(&self.cert_pem) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let mut cfg = rustls::ClientConfig::builder_with_provider(authgate::tls::provider())
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Arc::new(cfg)
+    }
+
+    /// Opens a TLS connection with the given versions and ALPN offer.
+    pub async fn tls_connect(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        alpn: &[&[u8]],
+    ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+        let connector = tokio_rustls::TlsConnector::from(self.tls_client(versions, alpn));
+        let tcp = tokio::net::TcpStream::connect(self.https).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        connector.connect(name, tcp).await.unwrap()
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// A `[[route]]` block.
+pub fn route(path: &str, upstream: &str, extra: &str) -> String {
+    format!("[[route]]\npath = {path:?}\nupstream = {upstream:?}\npublic = true\n{extra}\n")
+}
+
+/// Reads a JSON response body.
+pub async fn json(resp: reqwest::Response) -> serde_json::Value {
+    let bytes = resp.bytes().await.unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+}

@@ -1,0 +1,235 @@
+//! A programmable upstream on a loopback port. Paths choose the behaviour:
+//!
+//! - anything else: echo the request as JSON (method, uri, headers, body length)
+//! - `/slow/<ms>`: wait, then echo
+//! - `/big/<bytes>`: stream that many pattern bytes (chunked, 64 KiB frames)
+//! - `/upload`: read the body, check the byte pattern, answer `{bytes, pattern_ok}`
+//! - `/hop`: answer with hop-by-hop headers that the gateway must strip
+//! - `/trailers`: body then trailers `grpc-status: 0`
+//! - `/upgrade`: 101 Switching Protocols, then echo bytes on the raw connection
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use authgate::body::{self, Body, BoxError};
+
+/// The byte at offset `i` of every pattern body.
+pub fn pattern(i: u64) -> u8 {
+    (i % 251) as u8
+}
+
+/// A stream of `total` pattern bytes in `chunk`-sized frames.
+pub fn pattern_stream(
+    total: u64,
+    chunk: usize,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let mut sent = 0u64;
+    futures_util::stream::poll_fn(move |_| {
+        if sent >= total {
+            return std::task::Poll::Ready(None);
+        }
+        let n = (total - sent).min(chunk as u64) as usize;
+        let buf: Vec<u8> = (0..n as u64).map(|i| pattern(sent + i)).collect();
+        sent += n as u64;
+        std::task::Poll::Ready(Some(Ok(Bytes::from(buf))))
+    })
+}
+
+/// A running upstream.
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub hits: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Upstream {
+    /// Starts on a free port, serving HTTP/1.1 and h2c (prior knowledge).
+    pub async fn start() -> Upstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        handle(req)
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An address nothing listens on.
+pub async fn dead_addr() -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn headers_json(h: &HeaderMap) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for (k, v) in h {
+        let v = String::from_utf8_lossy(v.as_bytes()).to_string();
+        match map.get_mut(k.as_str()) {
+            Some(serde_json::Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(&v);
+            }
+            _ => {
+                map.insert(k.to_string(), v.into());
+            }
+        }
+    }
+    serde_json::Value::Object(map)
+}
+
+fn json_response(v: serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(body::full(v.to_string()));
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+    let path = req.uri().path().to_owned();
+    let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let resp = match seg.as_slice() {
+        ["slow", ms, ..] => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(1000))).await;
+            echo(req).await
+        }
+        ["big", n] => {
+            let total: u64 = n.parse().unwrap();
+            let stream = futures_util::StreamExt::map(pattern_stream(total, 64 * 1024), |r| {
+                r.map(Frame::data).map_err(BoxError::from)
+            });
+            Response::new(StreamBody::new(stream).boxed_unsync())
+        }
+        ["upload"] => {
+            let mut body = req.into_body();
+            let (mut n, mut ok) = (0u64, true);
+            while let Some(frame) = body.frame().await {
+                let frame = match frame {
+                    Ok(f) => f,
+                    Err(e) => {
+                        return Ok(json_response(serde_json::json!({"error": e.to_string()})))
+                    }
+                };
+                if let Some(d) = frame.data_ref() {
+                    for &b in d.iter() {
+                        ok &= b == pattern(n);
+                        n += 1;
+                    }
+                }
+            }
+            json_response(serde_json::json!({"bytes": n, "pattern_ok": ok}))
+        }
+        ["hop"] => {
+            let mut r = json_response(serde_json::json!({"hop": true}));
+            let h = r.headers_mut();
+            h.insert("connection", "x-upstream-hop".parse().unwrap());
+            h.insert("x-upstream-hop", "secret".parse().unwrap());
+            h.insert("keep-alive", "timeout=5".parse().unwrap());
+            h.insert("proxy-authenticate", "Basic".parse().unwrap());
+            h.insert("x-end-to-end", "kept".parse().unwrap());
+            r
+        }
+        ["trailers"] => {
+            let frames: Vec<Result<Frame<Bytes>, BoxError>> = vec![
+                Ok(Frame::data(Bytes::from_static(b"\0\0\0\0\x02hi"))),
+                Ok(Frame::trailers({
+                    let mut t = HeaderMap::new();
+                    t.insert("grpc-status", "0".parse().unwrap());
+                    t.insert("grpc-message", "fine".parse().unwrap());
+                    t
+                })),
+            ];
+            let mut r =
+                Response::new(StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync());
+            r.headers_mut()
+                .insert("content-type", "application/grpc".parse().unwrap());
+            r
+        }
+        ["upgrade"] => {
+            let on = hyper::upgrade::on(&mut req);
+            tokio::spawn(async move {
+                if let Ok(up) = on.await {
+                    let mut io = TokioIo::new(up);
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        match io.read(&mut buf).await {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                let mut out = b"echo:".to_vec();
+                                out.extend_from_slice(&buf[..n]);
+                                if io.write_all(&out).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            r.headers_mut()
+                .insert("connection", "upgrade".parse().unwrap());
+            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r
+        }
+        _ => echo(req).await,
+    };
+    Ok(resp)
+}
+
+async fn echo(req: Request<Incoming>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    json_response(serde_json::json!({
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers_json(&parts.headers),
+        "body": String::from_utf8_lossy(&bytes),
+    }))
+}
