@@ -2,7 +2,12 @@
 //! path prefix; a route bound to the request's host beats a host-less one of the same
 //! length. Prefixes match whole path segments: `/api` matches `/api` and `/api/x`, never
 //! `/apix`.
+//!
+//! Lookup cost depends on the depth of the request path, not on the number of routes:
+//! each segment prefix of the path (`/a/b/c`, `/a/b`, `/a`, `/`) is one hash lookup,
+//! longest first.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -24,44 +29,58 @@ pub struct Route {
 /// The route table.
 #[derive(Debug, Default)]
 pub struct Router {
-    /// Sorted: longer prefixes first, then host-bound before host-less.
-    routes: Vec<Arc<Route>>,
+    /// Routes by path prefix.
+    by_prefix: HashMap<String, Slot>,
+}
+
+/// The routes sharing one path prefix.
+#[derive(Debug, Default)]
+struct Slot {
+    by_host: HashMap<String, Arc<Route>>,
+    any_host: Option<Arc<Route>>,
 }
 
 impl Router {
-    /// Builds the table from validated routes.
+    /// Builds the table from validated routes (validation rejects duplicate
+    /// path + host pairs).
     pub fn new(configs: &[RouteConfig]) -> Router {
-        let mut routes: Vec<Arc<Route>> = configs
-            .iter()
-            .enumerate()
-            .map(|(index, c)| {
-                Arc::new(Route {
-                    balancer: Balancer::new(c.upstreams.len()),
-                    config: c.clone(),
-                    index,
-                })
-            })
-            .collect();
-        routes.sort_by(|a, b| {
-            b.config
-                .path
-                .len()
-                .cmp(&a.config.path.len())
-                .then(b.config.host.is_some().cmp(&a.config.host.is_some()))
-        });
-        Router { routes }
+        let mut by_prefix: HashMap<String, Slot> = HashMap::new();
+        for (index, c) in configs.iter().enumerate() {
+            let route = Arc::new(Route {
+                balancer: Balancer::new(c.upstreams.len()),
+                config: c.clone(),
+                index,
+            });
+            let slot = by_prefix.entry(c.path.clone()).or_default();
+            match &c.host {
+                Some(h) => {
+                    slot.by_host.insert(h.clone(), route);
+                }
+                None => slot.any_host = Some(route),
+            }
+        }
+        Router { by_prefix }
     }
 
     /// Finds the route for `host` (lower-case, without port) and `path`.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Arc<Route>> {
-        self.routes.iter().find(|r| {
-            prefix_matches(&r.config.path, path)
-                && match (&r.config.host, host) {
-                    (None, _) => true,
-                    (Some(want), Some(got)) => want == got,
-                    (Some(_), None) => false,
+        let mut candidate = path;
+        loop {
+            if let Some(slot) = self.by_prefix.get(candidate) {
+                let bound = host.and_then(|h| slot.by_host.get(h));
+                if let Some(route) = bound.or(slot.any_host.as_ref()) {
+                    return Some(route);
                 }
-        })
+            }
+            if candidate.len() <= 1 {
+                return None;
+            }
+            // Next shorter segment prefix: "/a/b/c" → "/a/b" → "/a" → "/".
+            candidate = match candidate.rfind('/') {
+                Some(0) | None => "/",
+                Some(i) => &candidate[..i],
+            };
+        }
     }
 }
 
@@ -195,10 +214,24 @@ mod tests {
         ]);
         let path = |p| r.find(None, p).map(|r| r.config.path.as_str());
         assert_eq!(path("/api/v2/x"), Some("/api/v2"));
+        assert_eq!(path("/api/v2/"), Some("/api/v2"));
+        assert_eq!(path("/api/"), Some("/api"));
+        assert_eq!(path("/api//v2"), Some("/api"));
+        assert_eq!(path("*"), None);
         assert_eq!(path("/api/v2"), Some("/api/v2"));
         assert_eq!(path("/api/v20"), Some("/api"));
         assert_eq!(path("/apix"), Some("/"));
         assert_eq!(path("/"), Some("/"));
+        let no_root = Router::new(&[route("/api", None, 1)]);
+        assert!(no_root.find(None, "/other").is_none());
+        assert!(no_root.find(None, "").is_none());
+    }
+
+    #[test]
+    fn a_longer_host_less_prefix_beats_a_shorter_host_bound_one() {
+        let r = Router::new(&[route("/", Some("a.example"), 1), route("/api", None, 1)]);
+        assert_eq!(r.find(Some("a.example"), "/api/x").unwrap().index, 1);
+        assert_eq!(r.find(Some("a.example"), "/other").unwrap().index, 0);
     }
 
     #[test]

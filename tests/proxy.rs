@@ -404,3 +404,43 @@ async fn h2c_requests_on_the_plain_listener_in_serve_mode() {
     assert_eq!(resp.version(), http::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
 }
+
+#[tokio::test]
+async fn https_upstreams_are_verified_against_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start_tls(dir.path()).await;
+    let ca = dir.path().join("upstream-cert.pem");
+    let gate = Gate::start(
+        "http_mode = \"serve\"",
+        "",
+        &format!(
+            "[upstream]\nca_file = {ca:?}\n{}{}",
+            route("/h1", &up.url(), ""),
+            route("/h2", &up.url(), "upstream_http2 = true")
+        ),
+    )
+    .await;
+    let c = gate.client();
+    let v = common::json(c.get(gate.url("/h1/x")).send().await.unwrap()).await;
+    // The default client lets ALPN choose (this upstream prefers h2, which sees the
+    // absolute URI); either way the path arrives intact.
+    assert!(v["uri"].as_str().unwrap().ends_with("/h1/x"), "{v}");
+    // ALPN picks h2 with the upstream when the route asks for HTTP/2.
+    let v = common::json(c.get(gate.url("/h2/x")).send().await.unwrap()).await;
+    assert_eq!(v["version"], "HTTP/2.0");
+    assert_eq!(up.hits(), 2);
+}
+
+#[tokio::test]
+async fn https_upstream_with_an_untrusted_certificate_is_502() {
+    let dir = tempfile::tempdir().unwrap();
+    let up = Upstream::start_tls(dir.path()).await;
+    let gate = Gate::to(&up).await;
+    let resp = gate.client().get(gate.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(
+        up.hits(),
+        0,
+        "an unverified upstream must not get the request"
+    );
+}

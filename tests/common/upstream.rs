@@ -52,6 +52,7 @@ pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
+    tls: bool,
 }
 
 impl Upstream {
@@ -78,11 +79,63 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, task }
+        Upstream {
+            addr,
+            hits,
+            task,
+            tls: false,
+        }
+    }
+
+    /// Starts an HTTPS upstream (ALPN h2 + http/1.1) with a certificate for 127.0.0.1,
+    /// written to `dir/upstream-cert.pem` so a gateway can trust it via `ca_file`.
+    pub async fn start_tls(dir: &std::path::Path) -> Upstream {
+        let (cert, key) = (dir.join("upstream-cert.pem"), dir.join("upstream-key.pem"));
+        authgate::certs::generate(&cert, &key, &["127.0.0.1".to_string()], true).unwrap();
+        let tls = authgate::config::TlsConfig {
+            cert,
+            key,
+            self_signed_if_missing: false,
+            handshake_timeout: Duration::from_secs(5),
+            sni: vec![],
+        };
+        let acceptor = tokio_rustls::TlsAcceptor::from(authgate::tls::server_config(&tls).unwrap());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicUsize::new(0));
+        let counter = hits.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let counter = counter.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let svc = service_fn(move |req| {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                        handle(req)
+                    });
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            hits,
+            task,
+            tls: true,
+        }
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
     }
 
     pub fn hits(&self) -> usize {
