@@ -19,6 +19,10 @@
 //! | [`body`]          | the body type shared by all responses; size-limited request bodies  |
 //! | [`certs`]         | self-signed development certificates (`authgate certs generate`)    |
 //! | [`logging`]       | tracing setup, human or JSON                                         |
+//! | [`scope`]         | scope grammar (`links.wd`, `location[orders.write]`), ∩, method→right |
+//! | [`store`]         | clients, token hashes, settings: `Store` trait + SQLite backend     |
+//! | [`token`]         | token format: kind prefix, 256 random bits, keyed checksum, hash    |
+//! | [`secret`]        | secret types that never print and zero their memory                 |
 //!
 //! Phases that are not built yet (authenticate, authorize, the OAuth endpoints) will slot
 //! into [`gateway::Gateway::handle`] between routing and forwarding.
@@ -32,5 +36,9 @@ pub mod gateway;
 pub mod health;
 pub mod logging;
 pub mod router;
+pub mod scope;
+pub mod secret;
 pub mod server;
+pub mod store;
 pub mod tls;
+pub mod token;

@@ -444,3 +444,25 @@ async fn https_upstream_with_an_untrusted_certificate_is_502() {
         "an unverified upstream must not get the request"
     );
 }
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_and_kept_alive() {
+    let up = Upstream::start().await;
+    let gate = Gate::to(&up).await;
+    let c = gate.client();
+    for i in 0..20 {
+        let resp = c
+            .get(gate.url(&format!("/pooled/{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        resp.bytes().await.unwrap();
+    }
+    assert_eq!(up.hits(), 20);
+    assert_eq!(
+        up.conns.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sequential requests should reuse one upstream connection"
+    );
+}

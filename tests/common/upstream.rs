@@ -51,6 +51,8 @@ pub fn pattern_stream(
 pub struct Upstream {
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted (plain upstreams only).
+    pub conns: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
     tls: bool,
 }
@@ -61,12 +63,15 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
+        let conns = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
+        let accepted = conns.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| {
@@ -82,6 +87,7 @@ impl Upstream {
         Upstream {
             addr,
             hits,
+            conns,
             task,
             tls: false,
         }
@@ -128,6 +134,7 @@ impl Upstream {
         Upstream {
             addr,
             hits,
+            conns: Arc::new(AtomicUsize::new(0)),
             task,
             tls: true,
         }

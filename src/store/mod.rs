@@ -1,0 +1,186 @@
+//! Persistent state behind a [`Store`] trait: clients, tokens (hashes only) and settings.
+//!
+//! Backends: SQLite ([`sqlite`], the embedded default, a file created on first start).
+//! PostgreSQL (for several instances sharing one store) implements the same trait.
+//! Every method is async and takes time as an argument (`now`, unix seconds), so the
+//! OAuth logic and tests control the clock.
+//!
+//! Durability: a method returns only after its transaction committed (SQLite with
+//! `synchronous = FULL`), so a token is on disk before the response carrying it is sent.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::SecretKey;
+use crate::token::TokenHash;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or created (bad path, permissions).
+    #[error("cannot open the store {url}: {reason}")]
+    Open { url: String, reason: String },
+    /// The store is unreachable or failed a query: callers answer 503.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// A record with this key exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// A stored value could not be read back.
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("record".into())
+            }
+            _ => StoreError::Unavailable(e.to_string()),
+        }
+    }
+}
+
+/// Token kinds that are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    Access,
+    Refresh,
+}
+
+impl TokenKind {
+    /// Column value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Access => "access",
+            TokenKind::Refresh => "refresh",
+        }
+    }
+
+    fn parse(s: &str) -> Result<TokenKind, StoreError> {
+        match s {
+            "access" => Ok(TokenKind::Access),
+            "refresh" => Ok(TokenKind::Refresh),
+            other => Err(StoreError::Corrupt(format!("token kind {other:?}"))),
+        }
+    }
+}
+
+/// A stored token (by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub hash: TokenHash,
+    pub kind: TokenKind,
+    pub client_id: String,
+    pub subject: Option<String>,
+    pub scope: String,
+    /// Shared by every token descending from one grant (refresh rotation lineage).
+    pub family: String,
+    /// The refresh token this token was issued with.
+    pub parent: Option<TokenHash>,
+    /// Bound resource ids and names (JSON object).
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    pub issued_at: i64,
+    /// `None`: never expires.
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// Refresh tokens: when it was exchanged (rotated out).
+    pub used_at: Option<i64>,
+}
+
+impl TokenRecord {
+    /// Usable at `now`: not revoked, not expired.
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|e| now < e)
+    }
+}
+
+/// A client as stored (managed with `authgate client …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientRecord {
+    pub id: String,
+    /// `sha256:<hex>` of the secret; `None` for public clients.
+    pub secret_hash: Option<String>,
+    pub name: String,
+    /// Grants, scope, TTLs… (JSON, see `oauth::client`).
+    pub settings: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// Result of exchanging a refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token was active and unused; it is now marked used and the new tokens
+    /// are stored.
+    Rotated,
+    /// The old token had been used already: a replay. Its whole family was revoked.
+    Reused { family: String },
+    /// The old token is unknown, revoked or expired; nothing changed.
+    Invalid,
+}
+
+/// The storage interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Checks that the store answers (readiness).
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    /// The token MAC key; created on first use, shared by all instances of this store.
+    async fn token_key(&self) -> Result<SecretKey, StoreError>;
+
+    /// Stores a new client; [`StoreError::Conflict`] if the id exists.
+    async fn insert_client(&self, client: &ClientRecord) -> Result<(), StoreError>;
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError>;
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError>;
+    /// Replaces the secret hash; false if there is no such client.
+    async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError>;
+    /// Deletes a client and revokes its tokens; false if there is no such client.
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// Stores tokens in one transaction.
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
+    async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes a token and, for a refresh token, every token issued with it. Returns the
+    /// token as it was, or `None` if unknown.
+    async fn revoke_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError>;
+    /// Revokes every active token of a family; returns how many.
+    async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError>;
+    /// Atomically exchanges refresh token `old` for `new` (see [`Rotation`]). With
+    /// `keep_old`, the old refresh token stays usable (no rotation) and only `new` is
+    /// stored.
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &[TokenRecord],
+        keep_old: bool,
+        now: i64,
+    ) -> Result<Rotation, StoreError>;
+    /// Tokens, newest first, optionally for one client.
+    async fn list_tokens(
+        &self,
+        client_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError>;
+}
+
+/// Opens the store named by `url` and runs its migrations.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
+    }
+    Err(StoreError::Open {
+        url: url.to_owned(),
+        reason: "unsupported scheme: use sqlite://PATH".into(),
+    })
+}
+
+#[cfg(test)]
+mod tests;

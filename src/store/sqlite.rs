@@ -1,0 +1,361 @@
+//! SQLite backend: one file (`sqlite://data/authgate.db`), created with its folder on
+//! first start, WAL journal, `synchronous = FULL` (a commit is on disk when it returns).
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::{ClientRecord, Rotation, Store, StoreError, TokenKind, TokenRecord};
+use crate::secret::SecretKey;
+use crate::token::TokenHash;
+
+/// The SQLite store.
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and migrates it.
+    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            url: url.to_owned(),
+            reason,
+        };
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| fail(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let file = options.get_filename();
+        if file != Path::new(":memory:") {
+            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
+            }
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&pool)
+            .await
+            .map_err(|e| fail(format!("migration failed: {e}")))?;
+        // Prove the file is writable now rather than at the first token.
+        sqlx::query("INSERT OR IGNORE INTO settings (name, value) VALUES ('created', x'00')")
+            .execute(&pool)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn hash_from(bytes: Vec<u8>) -> Result<TokenHash, StoreError> {
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(TokenHash)
+        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))
+}
+
+fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
+    let extra: String = row.try_get("extra")?;
+    let extra = match serde_json::from_str(&extra) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => {
+            return Err(StoreError::Corrupt(
+                "token extra is not a JSON object".into(),
+            ))
+        }
+    };
+    let parent: Option<Vec<u8>> = row.try_get("parent")?;
+    Ok(TokenRecord {
+        hash: hash_from(row.try_get("hash")?)?,
+        kind: TokenKind::parse(row.try_get("kind")?)?,
+        client_id: row.try_get("client_id")?,
+        subject: row.try_get("subject")?,
+        scope: row.try_get("scope")?,
+        family: row.try_get("family")?,
+        parent: parent.map(hash_from).transpose()?,
+        extra,
+        issued_at: row.try_get("issued_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        used_at: row.try_get("used_at")?,
+    })
+}
+
+fn client_from_row(row: &SqliteRow) -> Result<ClientRecord, StoreError> {
+    let settings: String = row.try_get("settings")?;
+    Ok(ClientRecord {
+        id: row.try_get("id")?,
+        secret_hash: row.try_get("secret_hash")?,
+        name: row.try_get("name")?,
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("client settings: {e}")))?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+const TOKEN_COLUMNS: &str = "hash, kind, client_id, subject, scope, family, parent, extra, \
+                             issued_at, expires_at, revoked_at, used_at";
+
+async fn insert_tokens_in(
+    tx: &mut sqlx::SqliteConnection,
+    tokens: &[TokenRecord],
+) -> Result<(), StoreError> {
+    for t in tokens {
+        sqlx::query(
+            "INSERT INTO tokens (hash, kind, client_id, subject, scope, family, parent, extra, \
+             issued_at, expires_at, revoked_at, used_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.hash.0[..])
+        .bind(t.kind.as_str())
+        .bind(&t.client_id)
+        .bind(&t.subject)
+        .bind(&t.scope)
+        .bind(&t.family)
+        .bind(t.parent.as_ref().map(|p| p.0.to_vec()))
+        .bind(serde_json::Value::Object(t.extra.clone()).to_string())
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(t.used_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn token_key(&self) -> Result<SecretKey, StoreError> {
+        let fresh = crate::token::new_key();
+        sqlx::query("INSERT OR IGNORE INTO settings (name, value) VALUES ('token_key', ?)")
+            .bind(&fresh.expose()[..])
+            .execute(&self.pool)
+            .await?;
+        let row = sqlx::query("SELECT value FROM settings WHERE name = 'token_key'")
+            .fetch_one(&self.pool)
+            .await?;
+        let bytes: Vec<u8> = row.try_get("value")?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(SecretKey::new)
+            .map_err(|_| StoreError::Corrupt("token key is not 32 bytes".into()))
+    }
+
+    async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (id, secret_hash, name, settings, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_hash)
+        .bind(&c.name)
+        .bind(c.settings.to_string())
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("client {:?}", c.id)),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(client_from_row)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(client_from_row)
+            .collect()
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_hash = ? WHERE id = ?")
+            .bind(secret_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM clients WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_tokens_in(&mut tx, tokens).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(token_from_row)
+        .transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
+            return Ok(None);
+        };
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = ? \
+             WHERE (hash = ? OR parent = ?) AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(&hash.0[..])
+        .bind(&hash.0[..])
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(family)
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &[TokenRecord],
+        keep_old: bool,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        // BEGIN IMMEDIATE takes the write lock first, so two concurrent exchanges of the
+        // same refresh token serialize: exactly one sees it unused.
+        let mut conn = self.pool.acquire().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        let result = async {
+            let row = sqlx::query(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ? AND kind = 'refresh'"
+            ))
+            .bind(&old.0[..])
+            .fetch_optional(&mut *conn)
+            .await?;
+            let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
+                return Ok(Rotation::Invalid);
+            };
+            if record.used_at.is_some() {
+                sqlx::query(
+                    "UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&record.family)
+                .execute(&mut *conn)
+                .await?;
+                return Ok(Rotation::Reused {
+                    family: record.family,
+                });
+            }
+            if !record.is_active(now) {
+                return Ok(Rotation::Invalid);
+            }
+            if !keep_old {
+                sqlx::query("UPDATE tokens SET used_at = ? WHERE hash = ?")
+                    .bind(now)
+                    .bind(&old.0[..])
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            insert_tokens_in(&mut conn, new).await?;
+            Ok::<_, StoreError>(Rotation::Rotated)
+        }
+        .await;
+        match result {
+            Ok(outcome) => {
+                sqlx::query("COMMIT").execute(&mut *conn).await?;
+                Ok(outcome)
+            }
+            Err(e) => {
+                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn list_tokens(
+        &self,
+        client_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        let rows = match client_id {
+            Some(c) => sqlx::query(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE client_id = ? ORDER BY issued_at DESC LIMIT ?"
+            ))
+            .bind(c)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+            None => sqlx::query(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM tokens ORDER BY issued_at DESC LIMIT ?"
+            ))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?,
+        };
+        rows.iter().map(token_from_row).collect()
+    }
+}
