@@ -12,22 +12,25 @@
 //! | [`server`]        | listeners, accept loop, connection limits, timeouts, graceful drain |
 //! | [`tls`]           | certificates → rustls `ServerConfig` (SNI, ALPN h2 + http/1.1)      |
 //! | [`gateway`]       | `handle()`: the per-request phases, read top to bottom              |
+//! | [`oauth`]         | token, revocation, introspection, metadata endpoints; clients        |
 //! | [`router`]        | host + longest path prefix → [`router::Route`]                      |
 //! | [`gateway::forward`] | pooled upstream client, header rewriting, streamed bodies        |
 //! | [`error`]         | the one place a [`error::GatewayError`] becomes an HTTP response    |
 //! | [`health`]        | authgate's own `/healthz` and `/readyz`                              |
 //! | [`body`]          | the body type shared by all responses; size-limited request bodies  |
 //! | [`certs`]         | self-signed development certificates (`authgate certs generate`)    |
+//! | [`admin`]         | `authgate client …` / `token …` against the store                    |
 //! | [`logging`]       | tracing setup, human or JSON                                         |
 //! | [`scope`]         | scope grammar (`links.wd`, `location[orders.write]`), ∩, method→right |
 //! | [`store`]         | clients, token hashes, settings: `Store` trait + SQLite backend     |
 //! | [`token`]         | token format: kind prefix, 256 random bits, keyed checksum, hash    |
 //! | [`secret`]        | secret types that never print and zero their memory                 |
 //!
-//! Phases that are not built yet (authenticate, authorize, the OAuth endpoints) will slot
-//! into [`gateway::Gateway::handle`] between routing and forwarding.
+//! Phases that are not built yet (authenticate, authorize) will slot into
+//! [`gateway::Gateway::handle`] between routing and forwarding.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod body;
 pub mod certs;
 pub mod config;
@@ -35,6 +38,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod logging;
+pub mod oauth;
 pub mod router;
 pub mod scope;
 pub mod secret;

@@ -37,6 +37,72 @@ enum Command {
         #[command(subcommand)]
         action: CertsAction,
     },
+    /// OAuth clients kept in the store.
+    Client {
+        #[command(subcommand)]
+        action: ClientAction,
+    },
+    /// Issued tokens (listed by hash; values are never stored).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ClientAction {
+    /// Create a client and print its secret once.
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        name: Option<String>,
+        /// Allowed grant (repeat): client_credentials, refresh_token.
+        #[arg(long = "grant", default_values_t = ["client_credentials".to_string()])]
+        grants: Vec<String>,
+        /// Scope the client may be granted, e.g. "usage.r,account.r,links.wd".
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Registered redirect URI (repeat).
+        #[arg(long = "redirect-uri")]
+        redirect_uris: Vec<String>,
+        /// Access token lifetime ("1h", "never"); default oauth.access_token_ttl.
+        #[arg(long)]
+        access_token_ttl: Option<String>,
+        /// Issue refresh tokens where the grant allows.
+        #[arg(long)]
+        refresh_tokens: bool,
+        /// Keep refresh tokens valid after use (default: rotate them).
+        #[arg(long)]
+        no_rotate: bool,
+        /// A public client (no secret).
+        #[arg(long)]
+        public: bool,
+        /// The user or account this client acts for.
+        #[arg(long)]
+        subject: Option<String>,
+    },
+    /// List clients in the store (clients in the config file are not listed).
+    List,
+    /// Remove a client and revoke its tokens.
+    Remove { id: String },
+    /// Replace a client's secret and print the new one once.
+    RotateSecret { id: String },
+    /// Read a secret on standard input and print its `sha256:…` hash for `secret_hash`.
+    HashSecret,
+}
+
+#[derive(Subcommand)]
+enum TokenAction {
+    /// List tokens, newest first.
+    List {
+        #[arg(long)]
+        client: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+    /// Revoke a token (its value, or the hash shown by `token list`).
+    Revoke { token: String },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +149,143 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.to_string()),
         },
+        Command::Client {
+            action: ClientAction::HashSecret,
+        } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end().is_empty() {
+                return fail("expected a secret on standard input");
+            }
+            let hash = authgate::oauth::client::SecretHash::of(line.trim_end_matches(['\r', '\n']));
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Command::Client { action } => admin_command(&cli.config, Admin::Client(action)),
+        Command::Token { action } => admin_command(&cli.config, Admin::Token(action)),
     }
+}
+
+enum Admin {
+    Client(ClientAction),
+    Token(TokenAction),
+}
+
+fn now() -> i64 {
+    (authgate::oauth::system_clock())()
+}
+
+/// Runs a `client` or `token` command against the configured store. Exit status 1 when
+/// the command fails (unknown id, conflict), 2 when the store cannot be opened.
+fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
+    use authgate::admin;
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
+    };
+    runtime.block_on(async move {
+        let store = match authgate::store::open(&cfg.store.url).await {
+            Ok(s) => s,
+            Err(e) => return fail(&format!("store.url: {e}")),
+        };
+        let codec = match store.token_key().await {
+            Ok(k) => authgate::token::Codec::new(k),
+            Err(e) => return fail(&format!("store.url: {e}")),
+        };
+        let result: Result<Vec<String>, admin::AdminError> = match cmd {
+            Admin::Client(ClientAction::Add {
+                id,
+                name,
+                grants,
+                scopes,
+                redirect_uris,
+                access_token_ttl,
+                refresh_tokens,
+                no_rotate,
+                public,
+                subject,
+            }) => {
+                if cfg.clients.iter().any(|c| c.id == id) {
+                    return command_failed(&format!(
+                        "{id:?} is declared in {}; choose another id",
+                        cfg.file
+                    ));
+                }
+                let new = admin::NewClient {
+                    id: id.clone(),
+                    name,
+                    settings: authgate::oauth::client::ClientSettings {
+                        grants,
+                        scopes,
+                        redirect_uris,
+                        access_token_ttl,
+                        refresh_tokens,
+                        rotate_refresh_tokens: !no_rotate,
+                        public,
+                        subject,
+                    },
+                };
+                admin::add_client(&store, &codec, new, now())
+                    .await
+                    .map(|secret| match secret {
+                        Some(s) => vec![
+                            format!("client_id:     {id}"),
+                            format!("client_secret: {s}"),
+                            "The secret is shown only this once; only its hash is stored.".into(),
+                        ],
+                        None => vec![format!("client_id: {id} (public: no secret)")],
+                    })
+            }
+            Admin::Client(ClientAction::List) => admin::list_clients(&store).await,
+            Admin::Client(ClientAction::Remove { id }) => admin::remove_client(&store, &id, now())
+                .await
+                .map(|()| vec![format!("removed {id}; its tokens are revoked")]),
+            Admin::Client(ClientAction::RotateSecret { id }) => {
+                admin::rotate_secret(&store, &codec, &id).await.map(|s| {
+                    vec![
+                        format!("client_secret: {s}"),
+                        "The old secret no longer works. The new one is shown only this once."
+                            .into(),
+                    ]
+                })
+            }
+            Admin::Client(ClientAction::HashSecret) => Ok(vec![]),
+            Admin::Token(TokenAction::List { client, limit }) => {
+                admin::list_tokens(&store, client.as_deref(), limit, now()).await
+            }
+            Admin::Token(TokenAction::Revoke { token }) => {
+                admin::revoke_token(&store, &token, now())
+                    .await
+                    .map(|found| {
+                        vec![if found {
+                            "revoked".to_string()
+                        } else {
+                            "no such token".to_string()
+                        }]
+                    })
+            }
+        };
+        match result {
+            Ok(lines) => {
+                for l in lines {
+                    println!("{l}");
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => command_failed(&e.to_string()),
+        }
+    })
+}
+
+fn command_failed(message: &str) -> ExitCode {
+    eprintln!("authgate: {message}");
+    ExitCode::from(1)
 }
 
 fn fail(message: &str) -> ExitCode {

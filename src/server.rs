@@ -38,6 +38,8 @@ pub enum ServerError {
     HalfPair(String),
     #[error(transparent)]
     Upstream(#[from] crate::gateway::forward::UpstreamSetupError),
+    #[error("store.url: {0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -57,6 +59,20 @@ impl Server {
     /// Loads certificates (creating development ones if so configured) and binds the
     /// listeners. Port 0 picks a free port; see [`Server::https_addr`].
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        Self::bind_with_clock(config, crate::oauth::system_clock()).await
+    }
+
+    /// [`Server::bind`] with a clock of the caller's (tests).
+    pub async fn bind_with_clock(
+        config: Config,
+        clock: crate::oauth::Clock,
+    ) -> Result<Server, ServerError> {
+        // The store first: a store that cannot be opened stops startup before any port
+        // is bound.
+        let store = crate::store::open(&config.store.url).await?;
+        let codec = crate::token::Codec::new(store.token_key().await?);
+        let clients = crate::oauth::client::Clients::new(&config.clients, store.clone());
+        let oauth = crate::oauth::OAuth::new(config.oauth.clone(), clients, store, codec, clock);
         let https = match (&config.tls, config.server.https) {
             (Some(tls), Some(addr)) => {
                 ensure_dev_cert(tls)?;
@@ -74,7 +90,7 @@ impl Server {
             .as_ref()
             .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
             .map(|a| a.port());
-        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port)?);
+        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port, oauth)?);
         Ok(Server {
             gateway,
             https,

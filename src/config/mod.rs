@@ -7,6 +7,7 @@
 //! way `cargo run --release` from the repository root expects.
 
 mod env;
+mod oauth;
 mod raw;
 
 use std::fmt;
@@ -18,6 +19,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
+pub use oauth::{ClientConfig, OAuthConfig, StoreConfig, Ttl};
 pub use raw::RawConfig;
 
 /// Where the default configuration lives, relative to the working directory.
@@ -58,6 +60,10 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
+    pub store: StoreConfig,
+    pub oauth: OAuthConfig,
+    /// Clients declared in the file (more live in the store, see `authgate client`).
+    pub clients: Vec<ClientConfig>,
     pub routes: Vec<RouteConfig>,
     /// `Strict-Transport-Security` for every response that reached the client over HTTPS
     /// (directly, or through a trusted TLS-terminating proxy when `server.https = "off"`).
@@ -195,7 +201,9 @@ impl Config {
                     file: file.to_owned(),
                     message: e.to_string().trim().to_owned(),
                 })?;
-        env::apply(&mut table, vars)?;
+        let vars: Vec<(String, String)> = vars.collect();
+        env::apply(&mut table, vars.iter().cloned())?;
+        let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let key = e.path().to_string();
@@ -209,11 +217,16 @@ impl Config {
                     reason: e.into_inner().message().trim().to_owned(),
                 }
             })?;
-        Self::from_raw(raw, file)
+        Self::from_raw(raw, file, &lookup)
     }
 
-    /// Validates raw values into typed ones.
-    pub fn from_raw(raw: RawConfig, file: &str) -> Result<Config, ConfigError> {
+    /// Validates raw values into typed ones. `vars` looks up environment variables (for
+    /// `client[].secret_env`).
+    pub fn from_raw(
+        raw: RawConfig,
+        file: &str,
+        vars: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
         let v = Validator { file };
         let s = raw.server;
         let https = v.listen("server.https", s.https.as_deref(), "127.0.0.1:8443")?;
@@ -353,12 +366,50 @@ impl Config {
             }
         }
 
+        let store = oauth::store(file, raw.store)?;
+        let oauth_cfg = oauth::oauth(file, raw.oauth, &server)?;
+        let mut own_paths: Vec<(String, &str)> = oauth_cfg
+            .token_paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("oauth.token_paths[{i}]"), p.as_str()))
+            .collect();
+        own_paths.push(("oauth.revoke_path".into(), &oauth_cfg.revoke_path));
+        own_paths.push(("oauth.introspect_path".into(), &oauth_cfg.introspect_path));
+        for (i, (key, p)) in own_paths.iter().enumerate() {
+            let reserved = [
+                crate::health::HEALTHZ,
+                crate::health::READYZ,
+                crate::oauth::METADATA_PATH,
+            ];
+            if reserved.contains(p) || own_paths[..i].iter().any(|(_, q)| q == p) {
+                return Err(v.err(key, format!("{p:?} is already served by authgate")));
+            }
+        }
+        let clients = raw
+            .client
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| oauth::client(file, i, c, vars))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, c) in clients.iter().enumerate() {
+            if clients[..i].iter().any(|d| d.id == c.id) {
+                return Err(v.err(
+                    &format!("client[{i}].id"),
+                    format!("{:?} is declared twice", c.id),
+                ));
+            }
+        }
+
         Ok(Config {
             file: file.to_owned(),
             server,
             tls,
             upstream,
             log,
+            store,
+            oauth: oauth_cfg,
+            clients,
             routes,
             hsts,
         })

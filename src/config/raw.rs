@@ -16,7 +16,51 @@ pub struct RawConfig {
     #[serde(default)]
     pub log: RawLog,
     #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub oauth: RawOAuth,
+    #[serde(default)]
+    pub client: Vec<RawClient>,
+    #[serde(default)]
     pub route: Vec<RawRoute>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub url: Option<String>,
+}
+
+/// `[oauth]`: the authorization server's endpoints and defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOAuth {
+    pub issuer: Option<String>,
+    pub token_paths: Option<Vec<String>>,
+    pub revoke_path: Option<String>,
+    pub introspect_path: Option<String>,
+    pub access_token_ttl: Option<String>,
+    pub refresh_token_ttl: Option<String>,
+}
+
+/// `[[client]]`: an OAuth client declared in the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClient {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub secret: Option<String>,
+    pub secret_hash: Option<String>,
+    pub secret_env: Option<String>,
+    pub grants: Option<Vec<String>>,
+    pub scopes: Option<String>,
+    pub redirect_uris: Option<Vec<String>>,
+    pub access_token_ttl: Option<String>,
+    pub refresh_tokens: Option<bool>,
+    pub rotate_refresh_tokens: Option<bool>,
+    pub public: Option<bool>,
+    pub subject: Option<String>,
 }
 
 /// `[server]`: listeners and limits.

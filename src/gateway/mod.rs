@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! limits ─▶ own endpoints (/healthz, /readyz) ─▶ redirect (plain HTTP, redirect mode)
+//!        ─▶ OAuth endpoints (token, revoke, introspect, metadata)
 //!        ─▶ route ─▶ [authenticate ─▶ authorize: not built yet, routes must be public]
 //!        ─▶ forward ─▶ finish (HSTS, access log)
 //! ```
@@ -27,6 +28,7 @@ use crate::body::{self, Body};
 use crate::config::{Config, HttpMode};
 use crate::error::{Fault, GatewayError};
 use crate::health;
+use crate::oauth::OAuth;
 use crate::router::Router;
 use headers::ClientView;
 
@@ -54,6 +56,7 @@ pub struct Gateway {
     config: Arc<Config>,
     router: Router,
     upstreams: forward::Upstreams,
+    oauth: OAuth,
     draining: AtomicBool,
     redirect_port: Option<u16>,
 }
@@ -62,6 +65,7 @@ pub struct Gateway {
 struct RequestCtx {
     route: Option<usize>,
     upstream: Option<usize>,
+    client_id: Option<String>,
 }
 
 impl Gateway {
@@ -70,12 +74,14 @@ impl Gateway {
     pub fn new(
         config: Arc<Config>,
         https_port: Option<u16>,
+        oauth: OAuth,
     ) -> Result<Gateway, forward::UpstreamSetupError> {
         let upstreams = forward::Upstreams::new(&config.upstream)?;
         let redirect_port = config.server.redirect_https_port.or(https_port);
         Ok(Gateway {
             router: Router::new(&config.routes),
             upstreams,
+            oauth,
             draining: AtomicBool::new(false),
             redirect_port,
             config,
@@ -115,6 +121,7 @@ impl Gateway {
         let mut ctx = RequestCtx {
             route: None,
             upstream: None,
+            client_id: None,
         };
 
         let mut resp = match self.phases(req, conn, secure, &mut ctx).await {
@@ -145,6 +152,7 @@ impl Gateway {
             latency_us = started.elapsed().as_micros() as u64,
             route = ctx.route.map(|r| r as i64).unwrap_or(-1),
             %upstream,
+            client_id = ctx.client_id.as_deref().unwrap_or(""),
             client_ip = %client_ip,
             "request"
         );
@@ -166,15 +174,16 @@ impl Gateway {
         }
 
         // own endpoints
-        if let Some(resp) = health::serve(
-            req.method(),
-            req.uri().path(),
-            !self.draining.load(Ordering::Acquire),
-        ) {
+        let path = req.uri().path();
+        let ready = path == health::READYZ && self.ready().await;
+        if let Some(resp) = health::serve(req.method(), path, ready) {
             return Ok(resp);
         }
         if conn.listener == Listener::Http(HttpMode::Redirect) {
             return self.redirect(&req);
+        }
+        if let Some(endpoint) = self.oauth.endpoint(path) {
+            return Ok(self.oauth.handle(endpoint, req, &mut ctx.client_id).await);
         }
 
         // route
@@ -201,6 +210,18 @@ impl Gateway {
         self.upstreams
             .forward(route, req, &client, &conn.slot, &mut ctx.upstream)
             .await
+    }
+
+    /// Ready: not draining, and the store answers within a second.
+    async fn ready(&self) -> bool {
+        if self.draining.load(Ordering::Acquire) {
+            return false;
+        }
+        let ping = self.oauth.store().ping();
+        matches!(
+            tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
+            Ok(Ok(()))
+        )
     }
 
     /// HTTPS if the connection is TLS, or a trusted proxy says the client used HTTPS.

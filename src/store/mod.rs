@@ -183,4 +183,4 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

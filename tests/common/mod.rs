@@ -23,6 +23,7 @@ pub struct Gate {
     pub https: SocketAddr,
     pub http: Option<SocketAddr>,
     pub cert_pem: Vec<u8>,
+    pub store_url: String,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -30,7 +31,8 @@ pub struct Gate {
 
 impl Gate {
     /// Starts a gateway. `server` lines go under `[server]`, `tls` lines under `[tls]`,
-    /// and `rest` (routes, `[upstream]`) after them.
+    /// and `rest` (routes, `[upstream]`, `[oauth]`, clients) after them. The store is a
+    /// fresh SQLite file in a temporary directory unless `rest` has a `[store]`.
     pub async fn start(server: &str, tls: &str, rest: &str) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
@@ -42,12 +44,28 @@ impl Gate {
         } else {
             "https = \"127.0.0.1:0\"\n"
         };
+        let store = if rest.contains("[store]") {
+            String::new()
+        } else {
+            format!(
+                "[store]\nurl = \"sqlite://{}\"\n",
+                dir.path().join("authgate.db").display()
+            )
+        };
         let text = format!(
             "[server]\n{https_line}http = \"127.0.0.1:0\"\n{server}\n\
-             [tls]\ncert = {cert:?}\nkey = {key:?}\n{tls}\n{rest}"
+             [tls]\ncert = {cert:?}\nkey = {key:?}\n{tls}\n{store}{rest}"
         );
-        let config = Config::parse(&text, "test.toml", std::iter::empty())
+        Gate::launch(&text, Vec::new(), dir).await
+    }
+
+    /// Starts a gateway from a whole config text and environment overrides; `dir` is
+    /// kept alive as long as the gateway.
+    pub async fn launch(text: &str, vars: Vec<(String, String)>, dir: tempfile::TempDir) -> Gate {
+        let config = Config::parse(text, "test.toml", vars.into_iter())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        let cert = config.tls.as_ref().map(|t| t.cert.clone());
+        let store_url = config.store.url.clone();
         let server = Server::bind(config).await.unwrap();
         let http = server.http_addr();
         let https = server.https_addr().or(http).unwrap();
@@ -58,11 +76,45 @@ impl Gate {
         Gate {
             https,
             http,
-            cert_pem: std::fs::read(&cert).unwrap(),
+            cert_pem: cert.map(|c| std::fs::read(c).unwrap()).unwrap_or_default(),
+            store_url,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
         }
+    }
+
+    /// Starts one of `config/examples/NAME.toml` on loopback ports with a temporary store
+    /// and certificate; `vars` are extra environment overrides (secrets, upstreams).
+    pub async fn example(name: &str, vars: &[(&str, &str)]) -> Gate {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text =
+            std::fs::read_to_string(root.join(format!("config/examples/{name}.toml"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut all: Vec<(String, String)> = vec![
+            ("AUTHGATE_SERVER__HTTPS".into(), "127.0.0.1:0".into()),
+            ("AUTHGATE_SERVER__HTTP".into(), "127.0.0.1:0".into()),
+            (
+                "AUTHGATE_TLS__CERT".into(),
+                dir.path().join("cert.pem").display().to_string(),
+            ),
+            (
+                "AUTHGATE_TLS__KEY".into(),
+                dir.path().join("key.pem").display().to_string(),
+            ),
+            ("AUTHGATE_TLS__SELF_SIGNED_IF_MISSING".into(), "true".into()),
+            (
+                "AUTHGATE_STORE__URL".into(),
+                format!("sqlite://{}", dir.path().join("store.db").display()),
+            ),
+        ];
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        Gate::launch(&text, all, dir).await
+    }
+
+    /// Opens this gateway's store (SQLite allows a second connection pool).
+    pub async fn store(&self) -> std::sync::Arc<dyn authgate::store::Store> {
+        authgate::store::open(&self.store_url).await.unwrap()
     }
 
     /// A gateway with one public route `/` to `upstream`.
@@ -149,6 +201,20 @@ impl Drop for Gate {
 /// A `[[route]]` block.
 pub fn route(path: &str, upstream: &str, extra: &str) -> String {
     format!("[[route]]\npath = {path:?}\nupstream = {upstream:?}\npublic = true\n{extra}\n")
+}
+
+/// POSTs a form to `path` with optional Basic credentials.
+pub async fn post_form(
+    gate: &Gate,
+    path: &str,
+    basic: Option<(&str, &str)>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = gate.client().post(gate.url(path)).form(form);
+    if let Some((id, secret)) = basic {
+        req = req.basic_auth(id, Some(secret));
+    }
+    req.send().await.unwrap()
 }
 
 /// Reads a JSON response body.

@@ -1,0 +1,179 @@
+//! Grant logic (RFC 6749 §4.4 client credentials, §6 refresh): from an authenticated
+//! client and the form, decide what to issue, store it (committed before returning), and
+//! describe it for the response. No HTTP here.
+
+use crate::scope::Scope;
+use crate::secret::Secret;
+use crate::store::{Rotation, TokenKind, TokenRecord};
+use crate::token::{self, Kind};
+
+use super::client::Client;
+use super::error::OAuthError;
+use super::OAuth;
+
+/// What a successful grant issued.
+#[derive(Debug)]
+pub struct Issued {
+    pub access_token: Secret,
+    /// Seconds until the access token expires; `None`: never.
+    pub expires_in: Option<i64>,
+    pub refresh_token: Option<Secret>,
+    pub scope: Scope,
+    /// Whether `scope` differs from what was requested (then the response names it).
+    pub scope_changed: bool,
+}
+
+fn requested_scope(form_scope: Option<&str>) -> Result<Option<Scope>, OAuthError> {
+    form_scope
+        .map(Scope::parse)
+        .transpose()
+        .map_err(|e| OAuthError::InvalidScope(e.to_string()))
+}
+
+impl OAuth {
+    fn access_record(
+        &self,
+        client: &Client,
+        value: &Secret,
+        scope: &Scope,
+        now: i64,
+    ) -> (TokenRecord, Option<i64>) {
+        let ttl = client
+            .access_token_ttl
+            .unwrap_or(self.cfg.access_token_ttl)
+            .secs();
+        let record = TokenRecord {
+            hash: token::hash(value.expose()),
+            kind: TokenKind::Access,
+            client_id: client.id.clone(),
+            subject: client.subject.clone(),
+            scope: scope.to_string(),
+            family: token::random_id(),
+            parent: None,
+            extra: serde_json::Map::new(),
+            issued_at: now,
+            expires_at: ttl.map(|t| now + t),
+            revoked_at: None,
+            used_at: None,
+        };
+        (record, ttl)
+    }
+
+    /// `grant_type=client_credentials`: an access token for the client itself (or the
+    /// user it acts for), never a refresh token (RFC 6749 §4.4.3).
+    pub async fn client_credentials(
+        &self,
+        client: &Client,
+        form_scope: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        if client.public {
+            return Err(OAuthError::UnauthorizedClient(
+                "public clients cannot use client_credentials".into(),
+            ));
+        }
+        let requested = requested_scope(form_scope)?;
+        let granted = match &requested {
+            Some(r) => {
+                let g = r.intersect(&client.scope);
+                if g.is_empty() && !r.is_empty() {
+                    return Err(OAuthError::InvalidScope(
+                        "none of the requested scope is allowed for this client".into(),
+                    ));
+                }
+                g
+            }
+            None => client.scope.clone(),
+        };
+        let now = (self.clock)();
+        let value = self.codec.mint(Kind::Access);
+        let (record, ttl) = self.access_record(client, &value, &granted, now);
+        self.store.insert_tokens(&[record]).await?;
+        Ok(Issued {
+            access_token: value,
+            expires_in: ttl,
+            refresh_token: None,
+            scope_changed: requested
+                .as_ref()
+                .map_or(!granted.is_empty(), |r| *r != granted),
+            scope: granted,
+        })
+    }
+
+    /// `grant_type=refresh_token`: a new access token (and, with rotation, a new refresh
+    /// token that replaces the old one; a replayed old one revokes the whole grant).
+    pub async fn refresh(
+        &self,
+        client: &Client,
+        refresh_token: Option<&str>,
+        form_scope: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        let value = refresh_token
+            .ok_or_else(|| OAuthError::InvalidRequest("refresh_token is missing".into()))?;
+        let invalid =
+            || OAuthError::InvalidGrant("the refresh token is invalid, expired or revoked".into());
+        self.codec
+            .verify(value, Kind::Refresh)
+            .map_err(|_| invalid())?;
+        let hash = token::hash(value);
+        let old = self.store.get_token(&hash).await?.ok_or_else(invalid)?;
+        if old.kind != TokenKind::Refresh || old.client_id != client.id {
+            return Err(invalid());
+        }
+        let now = (self.clock)();
+        if old.used_at.is_none() && !old.is_active(now) {
+            return Err(invalid());
+        }
+        let original = Scope::parse(&old.scope).map_err(|_| invalid())?;
+        let requested = requested_scope(form_scope)?;
+        let granted = match &requested {
+            Some(r) if !r.is_subset_of(&original) => {
+                return Err(OAuthError::InvalidScope(
+                    "the requested scope exceeds the scope originally granted".into(),
+                ))
+            }
+            Some(r) => r.clone(),
+            None => original.clone(),
+        };
+
+        let access = self.codec.mint(Kind::Access);
+        let (mut access_rec, ttl) = self.access_record(client, &access, &granted, now);
+        access_rec.family = old.family.clone();
+        access_rec.parent = Some(hash);
+        access_rec.subject = old.subject.clone();
+        access_rec.extra = old.extra.clone();
+        let mut records = vec![access_rec];
+        let new_refresh = client.rotate_refresh_tokens.then(|| {
+            let v = self.codec.mint(Kind::Refresh);
+            records.push(TokenRecord {
+                hash: token::hash(v.expose()),
+                kind: TokenKind::Refresh,
+                parent: None,
+                expires_at: self.cfg.refresh_token_ttl.secs().map(|t| now + t),
+                scope: original.to_string(),
+                ..records[0].clone()
+            });
+            v
+        });
+        match self
+            .store
+            .rotate_refresh(&hash, &records, !client.rotate_refresh_tokens, now)
+            .await?
+        {
+            Rotation::Rotated => Ok(Issued {
+                access_token: access,
+                expires_in: ttl,
+                refresh_token: new_refresh,
+                scope_changed: requested.is_some_and(|r| r != original),
+                scope: granted,
+            }),
+            Rotation::Reused { family } => {
+                tracing::warn!(client_id = %client.id, %family, "refresh token replayed: its grant was revoked");
+                Err(OAuthError::InvalidGrant(
+                    "the refresh token was already used; every token of its grant has been revoked"
+                        .into(),
+                ))
+            }
+            Rotation::Invalid => Err(invalid()),
+        }
+    }
+}

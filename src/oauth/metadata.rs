@@ -1,0 +1,42 @@
+//! `GET /.well-known/oauth-authorization-server` (RFC 8414): what this server actually
+//! supports, nothing more.
+
+use http::header::{self, HeaderValue};
+use http::{Method, Response, StatusCode};
+
+use super::client::GrantType;
+use super::{OAuth, OAuthError};
+use crate::body::{self, Body};
+
+const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "none"];
+
+impl OAuth {
+    pub(super) fn metadata(&self, method: &Method) -> Response<Body> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut r = OAuthError::MethodNotAllowed.into_response();
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return r;
+        }
+        let issuer = &self.cfg.issuer;
+        let doc = serde_json::json!({
+            "issuer": issuer,
+            "token_endpoint": format!("{issuer}{}", self.cfg.token_paths[0]),
+            "revocation_endpoint": format!("{issuer}{}", self.cfg.revoke_path),
+            "introspection_endpoint": format!("{issuer}{}", self.cfg.introspect_path),
+            "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            // No authorization endpoint yet, so no response types.
+            "response_types_supported": [],
+            "token_endpoint_auth_methods_supported": AUTH_METHODS,
+            "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
+            "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+        });
+        let mut resp = Response::new(body::full(doc.to_string()));
+        *resp.status_mut() = StatusCode::OK;
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        resp
+    }
+}

@@ -1,0 +1,140 @@
+//! The authorization server's own endpoints: token (RFC 6749), revocation (RFC 7009),
+//! introspection (RFC 7662) and metadata (RFC 8414).
+//!
+//! Layers: [`form`] reads a request body, [`client_auth`] authenticates the client,
+//! [`grants`] decides and stores what to issue, and the endpoint modules render JSON.
+//! Failures are [`OAuthError`]s, turned into responses in one place ([`error`]).
+
+pub mod client;
+pub mod client_auth;
+pub mod error;
+pub mod form;
+pub mod grants;
+mod introspect;
+mod metadata;
+mod revoke;
+mod token_endpoint;
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{self, Body};
+use crate::config::OAuthConfig;
+use crate::store::Store;
+use crate::token::Codec;
+use client::Clients;
+pub use error::OAuthError;
+
+/// Where the metadata document is served (RFC 8414 §3).
+pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+
+/// Unix seconds now; replaceable so tests control time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    })
+}
+
+/// One of authgate's OAuth endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Token,
+    Revoke,
+    Introspect,
+    Metadata,
+}
+
+/// The authorization server.
+pub struct OAuth {
+    cfg: OAuthConfig,
+    clients: Clients,
+    store: Arc<dyn Store>,
+    codec: Codec,
+    clock: Clock,
+}
+
+impl OAuth {
+    /// Builds the server over `store`, with file clients from `clients`.
+    pub fn new(
+        cfg: OAuthConfig,
+        clients: Clients,
+        store: Arc<dyn Store>,
+        codec: Codec,
+        clock: Clock,
+    ) -> OAuth {
+        OAuth {
+            cfg,
+            clients,
+            store,
+            codec,
+            clock,
+        }
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Which endpoint `path` is, if it is one.
+    pub fn endpoint(&self, path: &str) -> Option<Endpoint> {
+        if self.cfg.token_paths.iter().any(|p| p == path) {
+            Some(Endpoint::Token)
+        } else if path == self.cfg.revoke_path {
+            Some(Endpoint::Revoke)
+        } else if path == self.cfg.introspect_path {
+            Some(Endpoint::Introspect)
+        } else if path == METADATA_PATH {
+            Some(Endpoint::Metadata)
+        } else {
+            None
+        }
+    }
+
+    /// Serves `endpoint`. `client_id` is set once the client is authenticated (for the
+    /// access log).
+    pub async fn handle(
+        &self,
+        endpoint: Endpoint,
+        req: Request<Incoming>,
+        client_id: &mut Option<String>,
+    ) -> Response<Body> {
+        let result = match endpoint {
+            Endpoint::Token => self.token_endpoint(req, client_id).await,
+            Endpoint::Revoke => self.revoke(req, client_id).await,
+            Endpoint::Introspect => self.introspect(req, client_id).await,
+            Endpoint::Metadata => Ok(self.metadata(req.method())),
+        };
+        result.unwrap_or_else(|e| {
+            match &e {
+                OAuthError::Unavailable(cause) => {
+                    tracing::error!(%cause, ?endpoint, "store unavailable")
+                }
+                other => tracing::info!(error = %other, ?endpoint, "oauth request refused"),
+            }
+            e.into_response()
+        })
+    }
+}
+
+/// A JSON response that must not be cached (RFC 6749 §5.1).
+fn json_no_store(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    let mut resp = Response::new(body::full(value.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    resp
+}

@@ -1,0 +1,46 @@
+//! `POST /oauth/revoke` (RFC 7009): a client revokes one of its own tokens. The answer is
+//! 200 whether or not the token was known (§2.2), so it reveals nothing; revoking a
+//! refresh token also revokes the access tokens issued with it.
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::{client_auth, form, json_no_store, OAuth, OAuthError};
+use crate::body::Body;
+use crate::token::{self, Kind};
+
+impl OAuth {
+    pub(super) async fn revoke(
+        &self,
+        req: Request<Incoming>,
+        client_id: &mut Option<String>,
+    ) -> Result<Response<Body>, OAuthError> {
+        let (parts, form) = form::read(req).await?;
+        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
+        *client_id = Some(client.id.clone());
+        let value = form
+            .get("token")
+            .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;
+        // token_type_hint is only a hint (§2.1): the prefix says what the token is.
+        let ok = json_no_store(StatusCode::OK, &serde_json::json!({}));
+        let Some(kind) = Kind::of(value).filter(|k| matches!(k, Kind::Access | Kind::Refresh))
+        else {
+            return Ok(ok);
+        };
+        if self.codec.verify(value, kind).is_err() {
+            return Ok(ok);
+        }
+        let hash = token::hash(value);
+        match self.store.get_token(&hash).await? {
+            Some(t) if t.client_id == client.id => {
+                self.store.revoke_token(&hash, (self.clock)()).await?;
+                tracing::info!(client_id = %client.id, token = ?hash, "token revoked");
+            }
+            Some(_) => {
+                tracing::warn!(client_id = %client.id, token = ?hash, "client tried to revoke another client's token");
+            }
+            None => {}
+        }
+        Ok(ok)
+    }
+}

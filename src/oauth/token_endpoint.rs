@@ -1,0 +1,68 @@
+//! `POST /oauth/token` (and every alias in `oauth.token_paths`).
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::client::GrantType;
+use super::grants::Issued;
+use super::{client_auth, form, json_no_store, OAuth, OAuthError};
+use crate::body::Body;
+
+impl OAuth {
+    pub(super) async fn token_endpoint(
+        &self,
+        req: Request<Incoming>,
+        client_id: &mut Option<String>,
+    ) -> Result<Response<Body>, OAuthError> {
+        let (parts, form) = form::read(req).await?;
+        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
+        *client_id = Some(client.id.clone());
+        let grant_type = form
+            .get("grant_type")
+            .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
+        let grant = GrantType::parse(grant_type).ok_or_else(|| {
+            OAuthError::UnsupportedGrantType(format!(
+                "grant_type {} is not supported",
+                form::printable(grant_type)
+            ))
+        })?;
+        if !client.allows(grant) {
+            return Err(OAuthError::UnauthorizedClient(format!(
+                "this client may not use {}",
+                grant.as_str()
+            )));
+        }
+        let issued = match grant {
+            GrantType::ClientCredentials => {
+                self.client_credentials(&client, form.get("scope")).await?
+            }
+            GrantType::RefreshToken => {
+                self.refresh(&client, form.get("refresh_token"), form.get("scope"))
+                    .await?
+            }
+        };
+        tracing::info!(client_id = %client.id, grant = grant.as_str(), "token issued");
+        Ok(render(&issued))
+    }
+}
+
+/// RFC 6749 §5.1: `access_token`, `token_type`, `expires_in` (omitted for tokens that
+/// never expire), `refresh_token` when issued, `scope` when it differs from the request.
+fn render(issued: &Issued) -> Response<Body> {
+    let mut body = serde_json::Map::new();
+    body.insert(
+        "access_token".into(),
+        issued.access_token.expose().to_owned().into(),
+    );
+    body.insert("token_type".into(), "Bearer".into());
+    if let Some(secs) = issued.expires_in {
+        body.insert("expires_in".into(), secs.into());
+    }
+    if let Some(r) = &issued.refresh_token {
+        body.insert("refresh_token".into(), r.expose().to_owned().into());
+    }
+    if issued.scope_changed {
+        body.insert("scope".into(), issued.scope.to_string().into());
+    }
+    json_no_store(StatusCode::OK, &serde_json::Value::Object(body))
+}
