@@ -234,3 +234,207 @@ async fn sigterm_drains_in_flight_requests_and_exits_0() {
     // The generated development certificate was announced.
     assert!(all.contains("self-signed development certificate"), "{all}");
 }
+
+fn serve_config(dir: &Path, extra: &str) -> String {
+    format!(
+        "[server]\nhttps = \"127.0.0.1:0\"\nhttp = \"off\"\n\
+         [tls]\nself_signed_if_missing = true\n[log]\nformat = \"json\"\n\
+         [store]\nurl = \"sqlite://{}\"\n{extra}",
+        dir.join("data/authgate.db").display()
+    )
+}
+
+fn insecure_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(LIMIT)
+        .build()
+        .unwrap()
+}
+
+async fn client_credentials(
+    http: &reqwest::Client,
+    addr: std::net::SocketAddr,
+    id: &str,
+    secret: &str,
+) -> reqwest::Response {
+    http.post(format!("https://{addr}/oauth/token"))
+        .basic_auth(id, Some(secret))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn field<'a>(out: &'a str, name: &str) -> &'a str {
+    out.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no {name} in {out}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_and_token_commands_work_against_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(dir.path(), "");
+    std::fs::write(dir.path().join("authgate.toml"), &config).unwrap();
+    let cmd = |args: &[&str]| {
+        let mut all = vec!["--config", "authgate.toml"];
+        all.extend_from_slice(args);
+        authgate(dir.path(), &all)
+    };
+    let out = cmd(&[
+        "client",
+        "add",
+        "--id",
+        "hub-app",
+        "--scopes",
+        "orders.read",
+        "--subject",
+        "user-42",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    let secret = field(&stdout, "client_secret:").to_owned();
+    assert!(secret.starts_with("agcs_"));
+    assert!(stdout.contains("only this once"));
+    let out = cmd(&["client", "add", "--id", "hub-app"]);
+    assert_eq!(out.status.code(), Some(1), "a duplicate id is refused");
+    let out = cmd(&["client", "add", "--id", "bad", "--grant", "password"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("grants"));
+    let listed = String::from_utf8_lossy(&cmd(&["client", "list"]).stdout).to_string();
+    assert!(listed.starts_with("hub-app\t"), "{listed}");
+    assert!(!listed.contains(&secret), "the secret is never shown again");
+
+    let (mut child, addr, _early, _logs) = spawn_serving(dir.path(), &config);
+    let http = insecure_client();
+    let resp = client_credentials(&http, addr, "hub-app", &secret).await;
+    assert_eq!(resp.status(), 200);
+    let token = common::json(resp).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let listed =
+        String::from_utf8_lossy(&cmd(&["token", "list", "--client", "hub-app"]).stdout).to_string();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+    assert!(
+        listed.contains("\taccess\tactive\thub-app\t") && listed.contains("sub=user-42"),
+        "{listed}"
+    );
+    assert!(!listed.contains(&token), "token values are never stored");
+    let out = cmd(&["token", "revoke", &token]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "revoked");
+    let listed = String::from_utf8_lossy(&cmd(&["token", "list"]).stdout).to_string();
+    assert!(listed.contains("\trevoked\t"), "{listed}");
+
+    let out = cmd(&["client", "rotate-secret", "hub-app"]);
+    let new_secret = field(&String::from_utf8_lossy(&out.stdout), "client_secret:").to_owned();
+    assert_eq!(
+        client_credentials(&http, addr, "hub-app", &secret)
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        client_credentials(&http, addr, "hub-app", &new_secret)
+            .await
+            .status(),
+        200
+    );
+
+    assert_eq!(cmd(&["client", "remove", "hub-app"]).status.code(), Some(0));
+    assert_eq!(cmd(&["client", "remove", "hub-app"]).status.code(), Some(1));
+    assert_eq!(
+        client_credentials(&http, addr, "hub-app", &new_secret)
+            .await
+            .status(),
+        401
+    );
+
+    let hashed = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["client", "hash-secret"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b"s3cret\n")?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    let hash = String::from_utf8_lossy(&hashed.stdout).trim().to_owned();
+    assert!(authgate::oauth::client::SecretHash::parse(&hash)
+        .unwrap()
+        .verify("s3cret"));
+    drop(child.0.kill());
+}
+
+#[test]
+fn an_unwritable_store_stops_startup_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("blocker"), "a file, not a folder").unwrap();
+    let config = format!(
+        "[server]\nhttps = \"127.0.0.1:0\"\nhttp = \"off\"\n[tls]\nself_signed_if_missing = true\n\
+         [store]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("blocker/authgate.db").display()
+    );
+    std::fs::write(dir.path().join("authgate.toml"), config).unwrap();
+    let out = authgate(dir.path(), &["--config", "authgate.toml", "serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("store.url") && stderr.contains("cannot open the store"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_token_a_client_received_survives_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(
+        dir.path(),
+        "[[client]]\nid = \"svc\"\nsecret = \"svc-secret\"\ngrants = [\"client_credentials\"]\nscopes = \"profile\"\n",
+    );
+    let (mut child, addr, _early, _logs) = spawn_serving(dir.path(), &config);
+    let http = insecure_client();
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        let http = http.clone();
+        tasks.push(tokio::spawn(async move {
+            let resp = client_credentials(&http, addr, "svc", "svc-secret").await;
+            assert_eq!(resp.status(), 200);
+            common::json(resp).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }));
+    }
+    let mut tokens = Vec::new();
+    for t in tasks {
+        tokens.push(t.await.unwrap());
+    }
+    // No graceful anything: SIGKILL right after the burst.
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
+
+    let (_child, addr, _early, _logs) = spawn_serving(dir.path(), &config);
+    for t in &tokens {
+        let v = common::json(
+            http.post(format!("https://{addr}/oauth/introspect"))
+                .basic_auth("svc", Some("svc-secret"))
+                .form(&[("token", t.as_str())])
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(v["active"], true, "a token lost in the crash");
+    }
+}
