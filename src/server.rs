@@ -72,7 +72,14 @@ impl Server {
         let store = crate::store::open(&config.store.url).await?;
         let codec = crate::token::Codec::new(store.token_key().await?);
         let clients = crate::oauth::client::Clients::new(&config.clients, store.clone());
-        let oauth = crate::oauth::OAuth::new(config.oauth.clone(), clients, store, codec, clock);
+        let oauth = crate::oauth::OAuth::new(
+            config.oauth.clone(),
+            clients,
+            config.accounts.clone(),
+            store,
+            codec,
+            clock,
+        );
         let https = match (&config.tls, config.server.https) {
             (Some(tls), Some(addr)) => {
                 ensure_dev_cert(tls)?;

@@ -19,7 +19,7 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
-pub use oauth::{ClientConfig, OAuthConfig, StoreConfig, Ttl};
+pub use oauth::{is_object_id, AccountConfig, ClientConfig, OAuthConfig, StoreConfig, Ttl};
 pub use raw::RawConfig;
 
 /// Where the default configuration lives, relative to the working directory.
@@ -64,6 +64,8 @@ pub struct Config {
     pub oauth: OAuthConfig,
     /// Clients declared in the file (more live in the store, see `authgate client`).
     pub clients: Vec<ClientConfig>,
+    /// Accounts for the account + secret grant.
+    pub accounts: Vec<AccountConfig>,
     pub routes: Vec<RouteConfig>,
     /// `Strict-Transport-Security` for every response that reached the client over HTTPS
     /// (directly, or through a trusted TLS-terminating proxy when `server.https = "off"`).
@@ -376,6 +378,9 @@ impl Config {
             .collect();
         own_paths.push(("oauth.revoke_path".into(), &oauth_cfg.revoke_path));
         own_paths.push(("oauth.introspect_path".into(), &oauth_cfg.introspect_path));
+        if let Some(p) = &oauth_cfg.account_token_path {
+            own_paths.push(("oauth.account_token_path".into(), p));
+        }
         for (i, (key, p)) in own_paths.iter().enumerate() {
             let reserved = [
                 crate::health::HEALTHZ,
@@ -401,6 +406,27 @@ impl Config {
             }
         }
 
+        let accounts = raw
+            .account
+            .into_iter()
+            .enumerate()
+            .map(|(i, a)| oauth::account(file, i, a, vars))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, a) in accounts.iter().enumerate() {
+            if accounts[..i].iter().any(|b| b.id == a.id) {
+                return Err(v.err(
+                    &format!("account[{i}].id"),
+                    format!("{:?} is declared twice", a.id),
+                ));
+            }
+        }
+        if !accounts.is_empty() && oauth_cfg.account_token_path.is_none() {
+            return Err(v.err(
+                "oauth.account_token_path",
+                "accounts are declared but no path serves the account + secret grant",
+            ));
+        }
+
         Ok(Config {
             file: file.to_owned(),
             server,
@@ -410,6 +436,7 @@ impl Config {
             store,
             oauth: oauth_cfg,
             clients,
+            accounts,
             routes,
             hsts,
         })

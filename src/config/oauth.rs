@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::raw::{RawClient, RawOAuth, RawStore};
+use super::raw::{RawAccount, RawClient, RawOAuth, RawStore};
 use super::{ConfigError, ServerConfig};
 use crate::oauth::client::{ClientSettings, SecretHash};
 
@@ -39,7 +39,7 @@ impl Ttl {
     pub fn secs(self) -> Option<i64> {
         match self {
             Ttl::Never => None,
-            Ttl::After(d) => Some(d.as_secs() as i64),
+            Ttl::After(d) => Some(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -55,6 +55,26 @@ pub struct OAuthConfig {
     pub introspect_path: String,
     pub access_token_ttl: Ttl,
     pub refresh_token_ttl: Ttl,
+    /// Where the account + secret grant is served; `None`: not served.
+    pub account_token_path: Option<String>,
+}
+
+/// One validated `[[account]]`.
+#[derive(Debug, Clone)]
+pub struct AccountConfig {
+    /// 24 lower-case hex digits (a MongoDB ObjectId).
+    pub id: String,
+    pub name: String,
+    pub secret: SecretHash,
+    /// User ids (ObjectIds) tokens may be issued for.
+    pub users: Vec<String>,
+    pub scope: crate::scope::Scope,
+    pub access_token_ttl: Option<Ttl>,
+}
+
+/// Whether `s` is a 24-hex-digit ObjectId.
+pub fn is_object_id(s: &str) -> bool {
+    s.len() == 24 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 /// One validated `[[client]]`.
@@ -158,6 +178,97 @@ pub(super) fn oauth(
         )?,
         access_token_ttl: ttl("oauth.access_token_ttl", raw.access_token_ttl, "1h")?,
         refresh_token_ttl: ttl("oauth.refresh_token_ttl", raw.refresh_token_ttl, "30d")?,
+        account_token_path: raw
+            .account_token_path
+            .map(|p| path(file, "oauth.account_token_path", p))
+            .transpose()?,
+    })
+}
+
+/// Reads one of `secret_hash`, `secret_env`, `secret` (exactly one must be set).
+fn secret_of(
+    file: &str,
+    key: &dyn Fn(&str) -> String,
+    hash: Option<String>,
+    env: Option<String>,
+    clear: Option<String>,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<SecretHash>, ConfigError> {
+    match (hash, env, clear) {
+        (None, None, None) => Ok(None),
+        (Some(h), None, None) => SecretHash::parse(&h)
+            .map(Some)
+            .map_err(|e| err(file, &key("secret_hash"), e)),
+        (None, Some(var), None) => match vars(&var) {
+            Some(v) => Ok(Some(SecretHash::of(&v))),
+            None => Err(err(
+                file,
+                &key("secret_env"),
+                format!("environment variable {var} is not set"),
+            )),
+        },
+        (None, None, Some(s)) => Ok(Some(SecretHash::of(&s))),
+        _ => Err(err(
+            file,
+            &key("secret_hash"),
+            "set only one of secret_hash, secret_env and secret",
+        )),
+    }
+}
+
+pub(super) fn account(
+    file: &str,
+    i: usize,
+    raw: RawAccount,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<AccountConfig, ConfigError> {
+    let key = |k: &str| format!("account[{i}].{k}");
+    let id = raw
+        .id
+        .ok_or_else(|| err(file, &key("id"), "missing: every account needs an id"))?;
+    if !is_object_id(&id) {
+        return Err(err(
+            file,
+            &key("id"),
+            format!("{id:?} is not an ObjectId (24 hex digits)"),
+        ));
+    }
+    let secret = secret_of(
+        file,
+        &key,
+        raw.secret_hash,
+        raw.secret_env,
+        raw.secret,
+        vars,
+    )?
+    .ok_or_else(|| {
+        err(
+            file,
+            &key("secret_hash"),
+            "missing: set one of secret_hash, secret_env or secret",
+        )
+    })?;
+    let users = raw.users.unwrap_or_default();
+    if let Some(u) = users.iter().find(|u| !is_object_id(u)) {
+        return Err(err(
+            file,
+            &key("users"),
+            format!("{u:?} is not an ObjectId (24 hex digits)"),
+        ));
+    }
+    Ok(AccountConfig {
+        name: raw.name.unwrap_or_else(|| id.clone()),
+        id: id.to_ascii_lowercase(),
+        secret,
+        users: users.iter().map(|u| u.to_ascii_lowercase()).collect(),
+        scope: crate::scope::Scope::parse(raw.scopes.as_deref().unwrap_or(""))
+            .map_err(|e| err(file, &key("scopes"), e.to_string()))?,
+        access_token_ttl: raw
+            .access_token_ttl
+            .as_deref()
+            .map(Ttl::parse)
+            .transpose()
+            .map_err(|e| err(file, &key("access_token_ttl"), e))?,
     })
 }
 
@@ -173,49 +284,29 @@ pub(super) fn client(
         .ok_or_else(|| err(file, &key("id"), "missing: every client needs an id"))?;
     crate::oauth::client::check_id(&id).map_err(|e| err(file, &key("id"), e))?;
     let public = raw.public.unwrap_or(false);
-    let given = [
-        raw.secret.is_some(),
-        raw.secret_hash.is_some(),
-        raw.secret_env.is_some(),
-    ]
-    .iter()
-    .filter(|x| **x)
-    .count();
-    let secret = match (public, given) {
-        (true, 0) => None,
-        (true, _) => {
+    let secret = secret_of(
+        file,
+        &key,
+        raw.secret_hash,
+        raw.secret_env,
+        raw.secret,
+        vars,
+    )?;
+    let secret = match (public, secret) {
+        (true, None) => None,
+        (true, Some(_)) => {
             return Err(err(
                 file,
                 &key("public"),
                 "a public client has no secret: remove secret/secret_hash/secret_env",
             ))
         }
-        (false, 0) => return Err(err(
+        (false, None) => return Err(err(
             file,
             &key("secret_hash"),
             "missing: set one of secret_hash (recommended), secret_env or secret, or public = true",
         )),
-        (false, 1) => Some(if let Some(h) = raw.secret_hash {
-            SecretHash::parse(&h).map_err(|e| err(file, &key("secret_hash"), e))?
-        } else if let Some(var) = raw.secret_env {
-            let value = vars(&var).ok_or_else(|| {
-                err(
-                    file,
-                    &key("secret_env"),
-                    format!("environment variable {var} is not set"),
-                )
-            })?;
-            SecretHash::of(&value)
-        } else {
-            SecretHash::of(raw.secret.as_deref().unwrap_or_default())
-        }),
-        (false, _) => {
-            return Err(err(
-                file,
-                &key("secret_hash"),
-                "set only one of secret_hash, secret_env and secret",
-            ))
-        }
+        (false, Some(h)) => Some(h),
     };
     let settings = ClientSettings {
         grants: raw

@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub client: Vec<RawClient>,
     #[serde(default)]
+    pub account: Vec<RawAccount>,
+    #[serde(default)]
     pub route: Vec<RawRoute>,
 }
 
@@ -42,6 +44,21 @@ pub struct RawOAuth {
     pub introspect_path: Option<String>,
     pub access_token_ttl: Option<String>,
     pub refresh_token_ttl: Option<String>,
+    pub account_token_path: Option<String>,
+}
+
+/// `[[account]]`: an account that gets tokens with its id and secret (Hubler style).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccount {
+    pub id: Option<String>,
+    pub name: Option<String>,
+    pub secret: Option<String>,
+    pub secret_hash: Option<String>,
+    pub secret_env: Option<String>,
+    pub users: Option<Vec<String>>,
+    pub scopes: Option<String>,
+    pub access_token_ttl: Option<String>,
 }
 
 /// `[[client]]`: an OAuth client declared in the file.

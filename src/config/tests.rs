@@ -183,3 +183,70 @@ fn environment_overrides_apply_and_are_validated() {
         .to_string();
     assert!(e.contains("server.max_connections"), "{e}");
 }
+
+#[test]
+fn accounts_and_clients_are_validated() {
+    let acct = |body: &str| {
+        err(&format!(
+            "{NO_TLS}[oauth]\naccount_token_path = \"/auth\"\n[[account]]\n{body}"
+        ))
+    };
+    assert!(
+        acct("id = \"123\"\nsecret = \"s\"").contains("account[0].id: \"123\" is not an ObjectId")
+    );
+    assert!(acct("id = \"5723073937d63a18396a1bae\"").contains("account[0].secret_hash: missing"));
+    assert!(
+        acct("id = \"5723073937d63a18396a1bae\"\nsecret = \"s\"\nusers = [\"u\"]")
+            .contains("account[0].users")
+    );
+    assert!(
+        acct("id = \"5723073937d63a18396a1bae\"\nsecret_env = \"AUTHGATE_TEST_UNSET_VAR\"")
+            .contains("AUTHGATE_TEST_UNSET_VAR is not set")
+    );
+    let e = err(&format!(
+        "{NO_TLS}[[account]]\nid = \"5723073937d63a18396a1bae\"\nsecret = \"s\""
+    ));
+    assert!(e.contains("oauth.account_token_path"), "{e}");
+
+    let client = |body: &str| err(&format!("{NO_TLS}[[client]]\n{body}"));
+    assert!(client("secret = \"s\"").contains("client[0].id: missing"));
+    assert!(client("id = \"a\"").contains("client[0].secret_hash: missing"));
+    assert!(client("id = \"a\"\nsecret = \"s\"\nsecret_hash = \"sha256:00\"").contains("only one"));
+    assert!(client("id = \"a\"\nsecret_hash = \"md5:00\"").contains("client[0].secret_hash"));
+    assert!(
+        client("id = \"a\"\nsecret = \"s\"\ngrants = [\"password\"]").contains("client[0].grants")
+    );
+    assert!(client("id = \"a\"\nsecret = \"s\"\nscopes = \"a[b.r\"").contains("client[0].scopes"));
+    assert!(client("id = \"a\"\npublic = true\nsecret = \"s\"").contains("client[0].public"));
+    let dup = err(&format!(
+        "{NO_TLS}[[client]]\nid = \"a\"\nsecret = \"s\"\n[[client]]\nid = \"a\"\nsecret = \"t\""
+    ));
+    assert!(
+        dup.contains("client[1].id") && dup.contains("declared twice"),
+        "{dup}"
+    );
+
+    let clash = err(&format!("{NO_TLS}[oauth]\nrevoke_path = \"/oauth/token\""));
+    assert!(
+        clash.contains("oauth.revoke_path") && clash.contains("already served"),
+        "{clash}"
+    );
+    assert!(
+        err(&format!("{NO_TLS}[oauth]\ntoken_paths = [\"/healthz\"]")).contains("already served")
+    );
+    assert!(
+        err(&format!("{NO_TLS}[oauth]\naccess_token_ttl = \"soon\""))
+            .contains("oauth.access_token_ttl")
+    );
+    assert!(err(&format!("{NO_TLS}[oauth]\nissuer = \"http://x\"")).contains("oauth.issuer"));
+    assert!(err(&format!("{NO_TLS}[store]\nurl = \"mysql://x\"")).contains("store.url"));
+
+    let ok = parse(&format!(
+        "{NO_TLS}[oauth]\naccess_token_ttl = \"never\"\nrefresh_token_ttl = \"90d\"\n\
+         [[client]]\nid = \"pub\"\npublic = true\ngrants = [\"refresh_token\"]"
+    ))
+    .unwrap();
+    assert_eq!(ok.oauth.access_token_ttl, Ttl::Never);
+    assert_eq!(ok.oauth.refresh_token_ttl.secs(), Some(90 * 86400));
+    assert!(ok.clients[0].secret.is_none());
+}

@@ -52,7 +52,7 @@ impl OAuth {
             parent: None,
             extra: serde_json::Map::new(),
             issued_at: now,
-            expires_at: ttl.map(|t| now + t),
+            expires_at: ttl.map(|t| now.saturating_add(t)),
             revoked_at: None,
             used_at: None,
         };
@@ -148,7 +148,11 @@ impl OAuth {
                 hash: token::hash(v.expose()),
                 kind: TokenKind::Refresh,
                 parent: None,
-                expires_at: self.cfg.refresh_token_ttl.secs().map(|t| now + t),
+                expires_at: self
+                    .cfg
+                    .refresh_token_ttl
+                    .secs()
+                    .map(|t| now.saturating_add(t)),
                 scope: original.to_string(),
                 ..records[0].clone()
             });

@@ -5,6 +5,7 @@
 //! [`grants`] decides and stores what to issue, and the endpoint modules render JSON.
 //! Failures are [`OAuthError`]s, turned into responses in one place ([`error`]).
 
+mod account;
 pub mod client;
 pub mod client_auth;
 pub mod error;
@@ -50,6 +51,8 @@ pub enum Endpoint {
     Revoke,
     Introspect,
     Metadata,
+    /// The account + secret grant (Hubler).
+    AccountToken,
 }
 
 /// The authorization server.
@@ -59,6 +62,7 @@ pub struct OAuth {
     store: Arc<dyn Store>,
     codec: Codec,
     clock: Clock,
+    accounts: Vec<crate::config::AccountConfig>,
 }
 
 impl OAuth {
@@ -66,6 +70,7 @@ impl OAuth {
     pub fn new(
         cfg: OAuthConfig,
         clients: Clients,
+        accounts: Vec<crate::config::AccountConfig>,
         store: Arc<dyn Store>,
         codec: Codec,
         clock: Clock,
@@ -76,6 +81,7 @@ impl OAuth {
             store,
             codec,
             clock,
+            accounts,
         }
     }
 
@@ -94,6 +100,8 @@ impl OAuth {
             Some(Endpoint::Introspect)
         } else if path == METADATA_PATH {
             Some(Endpoint::Metadata)
+        } else if self.cfg.account_token_path.as_deref() == Some(path) {
+            Some(Endpoint::AccountToken)
         } else {
             None
         }
@@ -112,6 +120,7 @@ impl OAuth {
             Endpoint::Revoke => self.revoke(req, client_id).await,
             Endpoint::Introspect => self.introspect(req, client_id).await,
             Endpoint::Metadata => Ok(self.metadata(req.method())),
+            Endpoint::AccountToken => return self.account_grant(req, client_id).await,
         };
         result.unwrap_or_else(|e| {
             match &e {

@@ -1,0 +1,339 @@
+//! The account + secret grant (Hubler, seed 002): `POST` to `oauth.account_token_path`
+//! with `account` (an ObjectId), `secret` and optionally `user_id`, as JSON or as a form.
+//! Success is `200 {"status": "success", "token": "agat_…"}`.
+//!
+//! Errors follow the seed's table: `{"error": "Validation" | "Error",
+//! "error_description": …}` with 400 for validation (missing, unsupported or repeated
+//! parameter; account not an ObjectId; secret not a string; account not found), 401 when
+//! authentication fails, and 503 `"Error"` when the token cannot be stored.
+
+use std::fmt;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde::Deserialize;
+
+use super::{form, json_no_store, OAuth};
+use crate::body::Body;
+use crate::config::{is_object_id, AccountConfig};
+use crate::error::json_error;
+use crate::store::{TokenKind, TokenRecord};
+use crate::token::{self, Kind};
+
+/// A failure of the account grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccountError {
+    /// 400 `Validation`.
+    Validation(String),
+    /// 401 `Validation`: wrong secret, or a user that is not the account's.
+    AuthFailed(&'static str),
+    /// 405.
+    Method,
+    /// 413.
+    TooLarge,
+    /// 503 `Error`: the store failed.
+    Internal,
+}
+
+impl AccountError {
+    fn into_response(self) -> Response<Body> {
+        let (status, code, text) = match self {
+            AccountError::Validation(t) => (StatusCode::BAD_REQUEST, "Validation", t),
+            AccountError::AuthFailed(t) => (StatusCode::UNAUTHORIZED, "Validation", t.into()),
+            AccountError::Method => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "Validation",
+                "Use POST.".into(),
+            ),
+            AccountError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "Validation",
+                "The request body is too large.".into(),
+            ),
+            AccountError::Internal => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Error",
+                "Error in generating auth token!".into(),
+            ),
+        };
+        let mut resp = json_error(status, code, &text);
+        resp.headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        }
+        resp
+    }
+}
+
+fn invalid(text: impl Into<String>) -> AccountError {
+    AccountError::Validation(text.into())
+}
+
+/// A parameter value: JSON may carry non-strings, forms only strings.
+#[derive(Debug)]
+enum Value {
+    Str(String),
+    Other,
+}
+
+/// The body as an ordered list of parameters, repeats included.
+struct Pairs(Vec<(String, Value)>);
+
+impl<'de> Deserialize<'de> for Pairs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Pairs, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some((k, v)) = map.next_entry::<String, serde_json::Value>()? {
+                    let v = match v {
+                        serde_json::Value::String(s) => Value::Str(s),
+                        _ => Value::Other,
+                    };
+                    out.push((k, v));
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+const PARAMS: [&str; 3] = ["account", "secret", "user_id"];
+
+async fn read_params(req: Request<Incoming>) -> Result<Vec<(String, Value)>, AccountError> {
+    if req.method() != Method::POST {
+        return Err(AccountError::Method);
+    }
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let bytes: Bytes = Limited::new(req.into_body(), form::MAX_FORM_BYTES)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                AccountError::TooLarge
+            } else {
+                invalid("The request body could not be read.")
+            }
+        })?
+        .to_bytes();
+    match content_type.as_str() {
+        "application/json" => serde_json::from_slice::<Pairs>(&bytes)
+            .map(|p| p.0)
+            .map_err(|_| invalid("The request body must be a JSON object.")),
+        "application/x-www-form-urlencoded" => Ok(form_urlencoded::parse(&bytes)
+            .map(|(k, v)| (k.into_owned(), Value::Str(v.into_owned())))
+            .collect()),
+        _ => Err(invalid(
+            "The request body must be application/json or application/x-www-form-urlencoded.",
+        )),
+    }
+}
+
+/// The validated request.
+#[derive(Debug)]
+struct AccountRequest {
+    account: String,
+    secret: String,
+    user_id: Option<String>,
+}
+
+/// Validation in the seed's order, without I/O.
+fn validate(params: Vec<(String, Value)>) -> Result<AccountRequest, AccountError> {
+    for (i, (k, _)) in params.iter().enumerate() {
+        if !PARAMS.contains(&k.as_str()) {
+            return Err(invalid(format!(
+                "The request includes an unsupported parameter {}.",
+                form::printable(k)
+            )));
+        }
+        if params[..i].iter().any(|(seen, _)| seen == k) {
+            return Err(invalid(format!("The request repeats the parameter {k}.")));
+        }
+    }
+    let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v);
+    let account = match get("account") {
+        None => return Err(invalid("The request is missing an account.")),
+        Some(Value::Str(s)) if s.is_empty() => {
+            return Err(invalid("The request is missing an account."))
+        }
+        Some(Value::Str(s)) if is_object_id(s) => s.to_ascii_lowercase(),
+        Some(_) => return Err(invalid("The account must be object id.")),
+    };
+    let secret = match get("secret") {
+        None => return Err(invalid("The request is missing a secret.")),
+        Some(Value::Str(s)) if s.is_empty() => {
+            return Err(invalid("The request is missing a secret."))
+        }
+        Some(Value::Str(s)) => s.clone(),
+        Some(Value::Other) => return Err(invalid("The secret must be str")),
+    };
+    let user_id = match get("user_id") {
+        None => None,
+        Some(Value::Str(s)) if s.is_empty() => None,
+        Some(Value::Str(s)) if is_object_id(s) => Some(s.to_ascii_lowercase()),
+        Some(_) => return Err(invalid("The user_id must be object id.")),
+    };
+    Ok(AccountRequest {
+        account,
+        secret,
+        user_id,
+    })
+}
+
+impl OAuth {
+    pub(super) async fn account_grant(
+        &self,
+        req: Request<Incoming>,
+        who: &mut Option<String>,
+    ) -> Response<Body> {
+        match self.account_token(req, who).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::info!(error = ?e, "account token refused");
+                e.into_response()
+            }
+        }
+    }
+
+    async fn account_token(
+        &self,
+        req: Request<Incoming>,
+        who: &mut Option<String>,
+    ) -> Result<Response<Body>, AccountError> {
+        let request = validate(read_params(req).await?)?;
+        let account: &AccountConfig = self
+            .accounts
+            .iter()
+            .find(|a| a.id == request.account)
+            .ok_or_else(|| invalid("The account not found!"))?;
+        *who = Some(format!("account:{}", account.id));
+        if !account.secret.verify(&request.secret) {
+            return Err(AccountError::AuthFailed(
+                "User authentication failed: invalid account or secret.",
+            ));
+        }
+        if let Some(u) = &request.user_id {
+            if !account.users.contains(u) {
+                return Err(AccountError::AuthFailed(
+                    "User authentication failed: the user does not belong to this account.",
+                ));
+            }
+        }
+        let now = (self.clock)();
+        let value = self.codec.mint(Kind::Access);
+        let ttl = account
+            .access_token_ttl
+            .unwrap_or(self.cfg.access_token_ttl)
+            .secs();
+        let mut extra = serde_json::Map::new();
+        extra.insert("account_id".into(), account.id.clone().into());
+        if let Some(u) = &request.user_id {
+            extra.insert("user_id".into(), u.clone().into());
+        }
+        let record = TokenRecord {
+            hash: token::hash(value.expose()),
+            kind: TokenKind::Access,
+            client_id: format!("account:{}", account.id),
+            subject: Some(
+                request
+                    .user_id
+                    .clone()
+                    .unwrap_or_else(|| account.id.clone()),
+            ),
+            scope: account.scope.to_string(),
+            family: token::random_id(),
+            parent: None,
+            extra,
+            issued_at: now,
+            expires_at: ttl.map(|t| now.saturating_add(t)),
+            revoked_at: None,
+            used_at: None,
+        };
+        if let Err(e) = self.store.insert_tokens(&[record]).await {
+            tracing::error!(error = %e, "cannot store an account token");
+            return Err(AccountError::Internal);
+        }
+        tracing::info!(account = %account.id, "account token issued");
+        Ok(json_no_store(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "success", "token": value.expose() }),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn json(text: &str) -> Result<AccountRequest, AccountError> {
+        validate(serde_json::from_str::<Pairs>(text).map(|p| p.0).unwrap())
+    }
+
+    const ID: &str = "5723073937d63a18396a1bae";
+
+    #[test]
+    fn validation_follows_the_seed_table() {
+        let ok = json(&format!(r#"{{"account":"{ID}","secret":"hubble"}}"#)).unwrap();
+        assert_eq!(ok.account, ID);
+        assert_eq!(ok.user_id, None);
+        let cases = [
+            (
+                r#"{"secret":"x"}"#.to_string(),
+                "The request is missing an account.",
+            ),
+            (
+                format!(r#"{{"account":"{ID}"}}"#),
+                "The request is missing a secret.",
+            ),
+            (
+                r#"{"account":"xyz","secret":"x"}"#.into(),
+                "The account must be object id.",
+            ),
+            (
+                r#"{"account":42,"secret":"x"}"#.into(),
+                "The account must be object id.",
+            ),
+            (
+                format!(r#"{{"account":"{ID}","secret":7}}"#),
+                "The secret must be str",
+            ),
+            (
+                format!(r#"{{"account":"{ID}","secret":"x","user_id":"nope"}}"#),
+                "The user_id must be object id.",
+            ),
+            (
+                format!(r#"{{"account":"{ID}","secret":"x","extra":1}}"#),
+                "The request includes an unsupported parameter extra.",
+            ),
+            (
+                format!(r#"{{"account":"{ID}","secret":"x","secret":"y"}}"#),
+                "The request repeats the parameter secret.",
+            ),
+        ];
+        for (body, want) in cases {
+            assert_eq!(json(&body).unwrap_err(), invalid(want), "{body}");
+        }
+    }
+}
