@@ -349,15 +349,22 @@ async fn serve_conn<I>(
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            _ = &mut idle, if !closing => {
+            _ = &mut idle => {
                 let quiet = activity.quiet_for();
-                if quiet >= idle_timeout {
+                if quiet < idle_timeout {
+                    idle.as_mut().reset(tokio::time::Instant::now() + (idle_timeout - quiet));
+                } else if !closing {
                     // Graceful: a request still being answered completes first.
                     tracing::debug!(%peer, "closing idle connection");
                     conn.as_mut().graceful_shutdown();
                     closing = true;
+                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
                 } else {
-                    idle.as_mut().reset(tokio::time::Instant::now() + (idle_timeout - quiet));
+                    // Still no byte moved a whole idle period after asking it to finish:
+                    // a stalled peer (not reading its response, or an upstream stuck
+                    // mid-body). Drop the connection so it stops holding a slot.
+                    tracing::debug!(%peer, "dropping stalled connection");
+                    return;
                 }
             }
         }

@@ -283,3 +283,31 @@ async fn graceful_shutdown_drains_in_flight_requests() {
     // The listener is closed: no new connections.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_loses_its_slot() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nmax_connections = 1\nidle_timeout = \"300ms\"",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let addr = gate.http.unwrap();
+    // Ask for 64 MiB and never read: the gateway's writes stall once buffers fill.
+    let mut stalled = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stalled
+        .write_all(b"GET /big/67108864 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // The only slot is taken; once the stalled connection is dropped (two quiet idle
+    // periods), the next client is served.
+    let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (out, took) = read_until_closed(&mut next).await;
+    assert!(String::from_utf8_lossy(&out).starts_with("HTTP/1.1 200"));
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    drop(stalled);
+}

@@ -224,7 +224,7 @@ async fn client_authentication_failures() {
     assert_error(resp, 401, "invalid_client").await;
     assert_error(cc(&gate, "nobody", "x", &[]).await, 401, "invalid_client").await;
 
-    // Form credentials: 401 without a Basic challenge.
+    // Form credentials: 401, still with a challenge (RFC 9110 §15.5.2).
     let resp = post_form(
         &gate,
         "/oauth/token",
@@ -236,7 +236,7 @@ async fn client_authentication_failures() {
         ],
     )
     .await;
-    assert!(!resp.headers().contains_key("www-authenticate"));
+    assert!(resp.headers().contains_key("www-authenticate"));
     assert_error(resp, 401, "invalid_client").await;
     let resp = post_form(
         &gate,
@@ -465,6 +465,15 @@ async fn revoking_a_refresh_token_revokes_its_access_tokens() {
     assert_eq!(resp.status(), 200);
     assert_eq!(introspect(&gate, who, &access).await["active"], false);
     assert_eq!(introspect(&gate, who, &r).await["active"], false);
+    // A revoked refresh token cannot be exchanged.
+    let resp = post_form(
+        &gate,
+        "/oauth/token",
+        Some(who),
+        &[("grant_type", "refresh_token"), ("refresh_token", &r)],
+    )
+    .await;
+    assert_error(resp, 400, "invalid_grant").await;
 }
 
 #[tokio::test]
@@ -572,4 +581,64 @@ async fn hub_example_follows_the_seed() {
     )
     .await;
     assert_eq!(resp.status(), 404);
+}
+
+#[tokio::test]
+async fn oauth_endpoints_refuse_plain_http_unless_a_trusted_proxy_terminated_tls() {
+    let gate = Gate::start(
+        "http_mode = \"serve\"\ntrusted_proxies = [\"127.0.0.1\"]",
+        "",
+        CLIENTS,
+    )
+    .await;
+    let c = gate.client();
+    let resp = c
+        .post(gate.http_url("/oauth/token"))
+        .basic_auth("svc", Some("svc-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(json(resp).await["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("HTTPS"));
+    let resp = c
+        .post(gate.http_url("/oauth/token"))
+        .header("x-forwarded-proto", "https")
+        .basic_auth("svc", Some("svc-secret"))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn redirect_mode_serves_requests_a_trusted_proxy_received_over_https() {
+    let gate = Gate::start(
+        "http_mode = \"redirect\"\ntrusted_proxies = [\"127.0.0.1\"]",
+        "",
+        CLIENTS,
+    )
+    .await;
+    let c = gate.client();
+    let resp = c
+        .get(gate.http_url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 308);
+    let resp = c
+        .get(gate.http_url("/.well-known/oauth-authorization-server"))
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "no redirect loop behind a TLS-terminating balancer"
+    );
 }

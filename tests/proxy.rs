@@ -330,7 +330,7 @@ async fn websocket_style_upgrade_is_tunnelled() {
         .await
         .unwrap();
     tcp.write_all(
-        b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n",
+        b"GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n",
     )
     .await
     .unwrap();
@@ -345,7 +345,7 @@ async fn websocket_style_upgrade_is_tunnelled() {
     }
     let head = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head.starts_with("http/1.1 101"), "{head}");
-    assert!(head.contains("upgrade: echo"), "{head}");
+    assert!(head.contains("upgrade: websocket"), "{head}");
     tcp.write_all(b"ping").await.unwrap();
     let mut buf = [0u8; 9];
     tokio::time::timeout(LIMIT, tcp.read_exact(&mut buf))
@@ -464,5 +464,41 @@ async fn upstream_connections_are_pooled_and_kept_alive() {
         up.conns.load(std::sync::atomic::Ordering::SeqCst),
         1,
         "sequential requests should reuse one upstream connection"
+    );
+}
+
+#[tokio::test]
+async fn dot_segments_are_refused_before_routing() {
+    let up = Upstream::start().await;
+    let gate = Gate::to(&up).await;
+    for path in ["/api/../admin", "/a/%2e%2e/b", "/a/./b"] {
+        let resp = raw(
+            gate.http.unwrap(),
+            &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(resp.starts_with("HTTP/1.1 400"), "{path}: {resp}");
+        assert!(resp.contains("invalid_request"), "{resp}");
+    }
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn only_websocket_upgrades_are_tunnelled() {
+    let up = Upstream::start().await;
+    let gate = Gate::to(&up).await;
+    let resp = raw(
+        gate.http.unwrap(),
+        "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    let h = v["headers"].as_object().unwrap();
+    assert!(
+        !h.contains_key("upgrade") && !h.contains_key("http2-settings"),
+        "{h:?}"
     );
 }

@@ -652,6 +652,12 @@ impl Validator<'_> {
             .iter()
             .map(|(k, u)| self.upstream_target(k, u))
             .collect::<Result<_, _>>()?;
+        if r.preserve_host == Some(true) && r.upstream_http2 == Some(true) {
+            return Err(self.err(
+                &key("preserve_host"),
+                "cannot be combined with upstream_http2: HTTP/2 upstreams read :authority, which is the upstream's",
+            ));
+        }
         let public = r.public.unwrap_or(false);
         if !public {
             // Fail closed: until token enforcement lands, a route that does not say it is

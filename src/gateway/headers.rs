@@ -36,11 +36,38 @@ pub struct ClientView<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Whether the request asks for a protocol upgrade (`Connection: upgrade` + `Upgrade`).
+/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` +
+/// `Upgrade: websocket`). Other upgrades (h2c, custom protocols) are not tunnelled: a
+/// tunnel escapes routing, header cleaning and limits, so only WebSocket gets one.
 pub fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
     version == Version::HTTP_11
-        && headers.contains_key(header::UPGRADE)
         && connection_has(headers, "upgrade")
+        && headers
+            .get_all(header::UPGRADE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|p| {
+                let name = p.trim().split('/').next().unwrap_or("");
+                name.eq_ignore_ascii_case("websocket")
+            })
+}
+
+/// All lines of a header joined with ", " (proxies may add a line rather than extend
+/// the last one).
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut out: Option<String> = None;
+    for v in headers.get_all(name) {
+        let text = String::from_utf8_lossy(v.as_bytes());
+        match &mut out {
+            Some(s) => {
+                s.push_str(", ");
+                s.push_str(&text);
+            }
+            None => out = Some(text.into_owned()),
+        }
+    }
+    out
 }
 
 fn connection_has(headers: &HeaderMap, token: &str) -> bool {
@@ -93,11 +120,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientView<'_>) {
     let peer = client.peer.to_string();
     let trusted = client.trusted_peer;
 
-    match headers.get(&X_FORWARDED_FOR).filter(|_| trusted) {
-        Some(prev) => {
-            let joined = format!("{}, {peer}", String::from_utf8_lossy(prev.as_bytes()));
-            insert_str(headers, &X_FORWARDED_FOR, &joined);
-        }
+    match joined(headers, &X_FORWARDED_FOR).filter(|_| trusted) {
+        Some(prev) => insert_str(headers, &X_FORWARDED_FOR, &format!("{prev}, {peer}")),
         None => insert_str(headers, &X_FORWARDED_FOR, &peer),
     }
     if !(trusted && headers.contains_key(&X_FORWARDED_PROTO)) {
@@ -130,11 +154,8 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: &ClientView<'_>) {
     }
     element.push_str(";proto=");
     element.push_str(client.proto);
-    match headers.get(header::FORWARDED).filter(|_| trusted) {
-        Some(prev) => {
-            let joined = format!("{}, {element}", String::from_utf8_lossy(prev.as_bytes()));
-            insert_str(headers, &header::FORWARDED, &joined);
-        }
+    match joined(headers, &header::FORWARDED).filter(|_| trusted) {
+        Some(prev) => insert_str(headers, &header::FORWARDED, &format!("{prev}, {element}")),
         None => insert_str(headers, &header::FORWARDED, &element),
     }
 }
@@ -229,6 +250,11 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h["te"], "trailers");
 
+        let h2c = map(&[
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+        ]);
+        assert!(!is_upgrade(&h2c, Version::HTTP_11));
         let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade(&h, Version::HTTP_11));
         assert!(!is_upgrade(&h, Version::HTTP_2));
@@ -280,6 +306,17 @@ mod tests {
             .to_str()
             .unwrap()
             .starts_with("for=1.2.3.4, for=10.0.0.9"));
+    }
+
+    #[test]
+    fn every_line_of_a_trusted_chain_is_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-for", "1.2.3.4"),
+        ]);
+        set_forwarded(&mut h, &view(true));
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4, 10.0.0.9");
     }
 
     #[test]

@@ -179,10 +179,23 @@ impl Gateway {
         if let Some(resp) = health::serve(req.method(), path, ready) {
             return Ok(resp);
         }
-        if conn.listener == Listener::Http(HttpMode::Redirect) {
+        // A trusted TLS-terminating proxy already speaks HTTPS to the client: redirecting
+        // it would loop.
+        if conn.listener == Listener::Http(HttpMode::Redirect) && !secure {
             return self.redirect(&req);
         }
+        if has_dot_segment(path) {
+            return Err(GatewayError::BadRequest(
+                "the path has . or .. segments; send the normalized path",
+            ));
+        }
         if let Some(endpoint) = self.oauth.endpoint(path) {
+            // Credentials and tokens never travel in clear (RFC 6749 §2.3.1, §3.2).
+            if !secure {
+                return Err(GatewayError::BadRequest(
+                    "OAuth endpoints are served over HTTPS only",
+                ));
+            }
             return Ok(self.oauth.handle(endpoint, req, &mut ctx.client_id).await);
         }
 
@@ -277,6 +290,19 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// Whether `path` has a `.` or `..` segment, raw or percent-encoded (`%2e`). Such paths
+/// could match one route here and reach another resource upstream once normalized.
+fn has_dot_segment(path: &str) -> bool {
+    path.split('/').any(|seg| {
+        if seg.is_empty() || seg.len() > 6 {
+            return false;
+        }
+        let lower = seg.to_ascii_lowercase();
+        let decoded = lower.replace("%2e", ".");
+        decoded == "." || decoded == ".."
+    })
+}
+
 /// Size of the request head as sent: request line plus `name: value\r\n` per field.
 fn header_bytes<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len()
@@ -290,6 +316,30 @@ fn header_bytes<B>(req: &Request<B>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dot_segments_are_found_raw_and_encoded() {
+        for p in [
+            "/api/../admin",
+            "/a/./b",
+            "/..",
+            "/api/%2e%2E/x",
+            "/x/.%2e",
+            "/a/%2E",
+        ] {
+            assert!(has_dot_segment(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/a/b",
+            "/a/...",
+            "/a/.well-known/x",
+            "/v1.2/x",
+            "/a/%2e%2e%2e",
+        ] {
+            assert!(!has_dot_segment(p), "{p}");
+        }
+    }
 
     #[test]
     fn ports_are_stripped() {

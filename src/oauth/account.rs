@@ -155,7 +155,7 @@ async fn read_params(req: Request<Incoming>) -> Result<Vec<(String, Value)>, Acc
 #[derive(Debug)]
 struct AccountRequest {
     account: String,
-    secret: String,
+    secret: crate::secret::Secret,
     user_id: Option<String>,
 }
 
@@ -186,7 +186,7 @@ fn validate(params: Vec<(String, Value)>) -> Result<AccountRequest, AccountError
         Some(Value::Str(s)) if s.is_empty() => {
             return Err(invalid("The request is missing a secret."))
         }
-        Some(Value::Str(s)) => s.clone(),
+        Some(Value::Str(s)) => crate::secret::Secret::new(s.clone()),
         Some(Value::Other) => return Err(invalid("The secret must be str")),
     };
     let user_id = match get("user_id") {
@@ -229,7 +229,7 @@ impl OAuth {
             .find(|a| a.id == request.account)
             .ok_or_else(|| invalid("The account not found!"))?;
         *who = Some(format!("account:{}", account.id));
-        if !account.secret.verify(&request.secret) {
+        if !account.secret.verify(request.secret.expose()) {
             return Err(AccountError::AuthFailed(
                 "User authentication failed: invalid account or secret.",
             ));

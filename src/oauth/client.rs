@@ -19,6 +19,11 @@ pub fn check_id(id: &str) -> Result<(), String> {
             "{id:?} must be 1 to 128 visible ASCII characters (no spaces)"
         ));
     }
+    if id.starts_with("account:") {
+        return Err(format!(
+            "{id:?}: the account: prefix is reserved for account tokens"
+        ));
+    }
     Ok(())
 }
 
@@ -331,5 +336,6 @@ mod tests {
         assert!(check_id("").is_err());
         assert!(check_id("has space").is_err());
         assert!(check_id(&"x".repeat(129)).is_err());
+        assert!(check_id("account:5723073937d63a18396a1bae").is_err());
     }
 }

@@ -13,7 +13,7 @@ use crate::error::json_error;
 pub enum OAuthError {
     #[error("invalid_request: {0}")]
     InvalidRequest(String),
-    /// Client authentication failed. `basic`: the client tried HTTP Basic.
+    /// Client authentication failed. `basic`: the client tried HTTP Basic (for logs).
     #[error("invalid_client: {reason}")]
     InvalidClient { basic: bool, reason: String },
     #[error("invalid_grant: {0}")]
@@ -83,7 +83,8 @@ impl OAuthError {
         let h = resp.headers_mut();
         h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         match &self {
-            OAuthError::InvalidClient { basic: true, .. } => {
+            // RFC 9110 §15.5.2: a 401 always carries a challenge.
+            OAuthError::InvalidClient { .. } => {
                 h.insert(
                     header::WWW_AUTHENTICATE,
                     HeaderValue::from_static("Basic realm=\"authgate\", charset=\"UTF-8\""),

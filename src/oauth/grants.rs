@@ -123,7 +123,11 @@ impl OAuth {
         if old.used_at.is_none() && !old.is_active(now) {
             return Err(invalid());
         }
-        let original = Scope::parse(&old.scope).map_err(|_| invalid())?;
+        // What the grant allowed, narrowed to what the client may have today (an admin
+        // may have narrowed the client since).
+        let original = Scope::parse(&old.scope)
+            .map_err(|_| invalid())?
+            .intersect(&client.scope);
         let requested = requested_scope(form_scope)?;
         let granted = match &requested {
             Some(r) if !r.is_subset_of(&original) => {
@@ -134,6 +138,11 @@ impl OAuth {
             Some(r) => r.clone(),
             None => original.clone(),
         };
+        if granted.is_empty() && !original.is_empty() {
+            return Err(OAuthError::InvalidScope("nothing left to grant".into()));
+        }
+        // Rotation needs the client to receive refresh tokens at all.
+        let rotate = client.refresh_tokens && client.rotate_refresh_tokens;
 
         let access = self.codec.mint(Kind::Access);
         let (mut access_rec, ttl) = self.access_record(client, &access, &granted, now);
@@ -142,7 +151,7 @@ impl OAuth {
         access_rec.subject = old.subject.clone();
         access_rec.extra = old.extra.clone();
         let mut records = vec![access_rec];
-        let new_refresh = client.rotate_refresh_tokens.then(|| {
+        let new_refresh = rotate.then(|| {
             let v = self.codec.mint(Kind::Refresh);
             records.push(TokenRecord {
                 hash: token::hash(v.expose()),
@@ -160,14 +169,15 @@ impl OAuth {
         });
         match self
             .store
-            .rotate_refresh(&hash, &records, !client.rotate_refresh_tokens, now)
+            .rotate_refresh(&hash, &records, !rotate, now)
             .await?
         {
             Rotation::Rotated => Ok(Issued {
                 access_token: access,
                 expires_in: ttl,
                 refresh_token: new_refresh,
-                scope_changed: requested.is_some_and(|r| r != original),
+                scope_changed: requested
+                    .map_or(original.to_string() != old.scope, |r| r != original),
                 scope: granted,
             }),
             Rotation::Reused { family } => {

@@ -144,8 +144,8 @@ pub trait Store: Send + Sync + 'static {
     /// Stores tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;
-    /// Revokes a token and, for a refresh token, every token issued with it. Returns the
-    /// token as it was, or `None` if unknown.
+    /// Revokes a token; for a refresh token, every token of its grant (family). Returns
+    /// the token as it was, or `None` if unknown.
     async fn revoke_token(
         &self,
         hash: &TokenHash,

@@ -254,15 +254,21 @@ impl Store for SqliteStore {
         let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
             return Ok(None);
         };
-        sqlx::query(
-            "UPDATE tokens SET revoked_at = ? \
-             WHERE (hash = ? OR parent = ?) AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(&hash.0[..])
-        .bind(&hash.0[..])
-        .execute(&mut *tx)
-        .await?;
+        // A refresh token stands for its whole grant (RFC 7009 §2.1): revoke the family,
+        // including access tokens issued with earlier refresh tokens of the same grant.
+        let query = match record.kind {
+            TokenKind::Refresh => sqlx::query(
+                "UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&record.family),
+            TokenKind::Access => sqlx::query(
+                "UPDATE tokens SET revoked_at = ? WHERE hash = ? AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&hash.0[..]),
+        };
+        query.execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(Some(record))
     }
@@ -285,55 +291,43 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<Rotation, StoreError> {
         // BEGIN IMMEDIATE takes the write lock first, so two concurrent exchanges of the
-        // same refresh token serialize: exactly one sees it unused.
-        let mut conn = self.pool.acquire().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        let result = async {
-            let row = sqlx::query(&format!(
-                "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ? AND kind = 'refresh'"
-            ))
-            .bind(&old.0[..])
-            .fetch_optional(&mut *conn)
-            .await?;
-            let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
-                return Ok(Rotation::Invalid);
-            };
-            if record.used_at.is_some() {
-                sqlx::query(
-                    "UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
-                )
+        // same refresh token serialize: exactly one sees it unused. The transaction is
+        // tracked by sqlx, so a cancelled request rolls back instead of leaving the
+        // connection holding the lock.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ? AND kind = 'refresh'"
+        ))
+        .bind(&old.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
+            return Ok(Rotation::Invalid);
+        };
+        if record.used_at.is_some() {
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
                 .bind(now)
                 .bind(&record.family)
-                .execute(&mut *conn)
+                .execute(&mut *tx)
                 .await?;
-                return Ok(Rotation::Reused {
-                    family: record.family,
-                });
-            }
-            if !record.is_active(now) {
-                return Ok(Rotation::Invalid);
-            }
-            if !keep_old {
-                sqlx::query("UPDATE tokens SET used_at = ? WHERE hash = ?")
-                    .bind(now)
-                    .bind(&old.0[..])
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            insert_tokens_in(&mut conn, new).await?;
-            Ok::<_, StoreError>(Rotation::Rotated)
+            tx.commit().await?;
+            return Ok(Rotation::Reused {
+                family: record.family,
+            });
         }
-        .await;
-        match result {
-            Ok(outcome) => {
-                sqlx::query("COMMIT").execute(&mut *conn).await?;
-                Ok(outcome)
-            }
-            Err(e) => {
-                let _ = sqlx::query("ROLLBACK").execute(&mut *conn).await;
-                Err(e)
-            }
+        if !record.is_active(now) {
+            return Ok(Rotation::Invalid);
         }
+        if !keep_old {
+            sqlx::query("UPDATE tokens SET used_at = ? WHERE hash = ?")
+                .bind(now)
+                .bind(&old.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_tokens_in(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated)
     }
 
     async fn list_tokens(

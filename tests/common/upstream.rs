@@ -270,7 +270,8 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             r.headers_mut()
                 .insert("connection", "upgrade".parse().unwrap());
-            r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+            r.headers_mut()
+                .insert("upgrade", "websocket".parse().unwrap());
             r
         }
         _ => echo(req).await,

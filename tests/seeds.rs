@@ -1,0 +1,235 @@
+//! The token side of the seed systems that also have an authorize page (hubiC, HubSpot),
+//! with their example configs, and a real OAuth client library (the `oauth2` crate)
+//! driving authgate's endpoints.
+//!
+//! Refresh tokens come from the authorization code grant, which arrives with the
+//! authorize endpoint; until then these tests put one in the store directly.
+
+mod common;
+
+use common::{json, post_form, Gate};
+
+use authgate::store::{TokenKind, TokenRecord};
+use authgate::token::{self, Codec, Kind};
+
+async fn seed_refresh(gate: &Gate, client: &str, scope: &str) -> String {
+    let store = gate.store().await;
+    let codec = Codec::new(store.token_key().await.unwrap());
+    let value = codec.mint(Kind::Refresh).expose().to_owned();
+    let record = TokenRecord {
+        hash: token::hash(&value),
+        kind: TokenKind::Refresh,
+        client_id: client.into(),
+        subject: Some("user@example.com".into()),
+        scope: scope.into(),
+        family: token::random_id(),
+        parent: None,
+        extra: serde_json::Map::new(),
+        issued_at: (authgate::oauth::system_clock())(),
+        expires_at: None,
+        revoked_at: None,
+        used_at: None,
+    };
+    store.insert_tokens(&[record]).await.unwrap();
+    value
+}
+
+/// hubiC: refresh with Basic, then with form credentials; JSON refused; the refresh
+/// token stays valid (no new one in the response).
+#[tokio::test]
+async fn hubic_token_side() {
+    let gate = Gate::example("hubic", &[("HUBIC_CLIENT_SECRET", "hubic-secret")]).await;
+    let refresh = seed_refresh(&gate, "api_hubic_sandbox", "usage.r,account.r,links.wd").await;
+    let creds = ("api_hubic_sandbox", "hubic-secret");
+
+    let resp = post_form(
+        &gate,
+        "/oauth/token",
+        Some(creds),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert_eq!(v["token_type"], "Bearer");
+    assert_eq!(v["expires_in"], 6 * 3600);
+    assert!(v["access_token"].as_str().unwrap().starts_with("agat_"));
+    assert!(v.get("refresh_token").is_none());
+
+    let resp = post_form(
+        &gate,
+        "/oauth/token",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &refresh),
+            ("client_id", creds.0),
+            ("client_secret", creds.1),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200, "refresh with form credentials");
+
+    let resp = gate
+        .client()
+        .post(gate.url("/oauth/token"))
+        .basic_auth(creds.0, Some(creds.1))
+        .header("content-type", "application/json")
+        .body(
+            serde_json::json!({"grant_type": "refresh_token", "refresh_token": refresh})
+                .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let v = json(resp).await;
+    assert_eq!(v["error"], "invalid_request");
+    assert!(v["error_description"].as_str().unwrap().contains("JSON"));
+}
+
+/// HubSpot: credentials in the body at /oauth/v1/token; 30-minute tokens; refresh
+/// returns a new refresh token.
+#[tokio::test]
+async fn hubspot_token_side() {
+    let gate = Gate::example("hubspot", &[("HUBSPOT_CLIENT_SECRET", "hs-secret")]).await;
+    let refresh = seed_refresh(&gate, "hubspot-app", "crm.objects.contacts.read").await;
+    let resp = post_form(
+        &gate,
+        "/oauth/v1/token",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "hubspot-app"),
+            ("client_secret", "hs-secret"),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert_eq!(v["expires_in"], 1800);
+    let next = v["refresh_token"].as_str().unwrap();
+    assert!(next.starts_with("agrt_") && next != refresh);
+    assert!(v.get("scope").is_none());
+}
+
+mod oauth2_client {
+    use super::*;
+    use oauth2::basic::BasicClient;
+    use oauth2::{
+        AuthType, ClientId, ClientSecret, IntrospectionUrl, RefreshToken, RevocationUrl, Scope,
+        StandardRevocableToken, TokenIntrospectionResponse, TokenResponse, TokenUrl,
+    };
+
+    const CLIENTS: &str = r#"
+[[client]]
+id = "lib"
+secret = "lib-secret"
+grants = ["client_credentials", "refresh_token"]
+scopes = "reports.read orders.rw"
+refresh_tokens = true
+"#;
+
+    fn http(gate: &Gate) -> oauth2::reqwest::Client {
+        oauth2::reqwest::Client::builder()
+            .add_root_certificate(oauth2::reqwest::Certificate::from_pem(&gate.cert_pem).unwrap())
+            .redirect(oauth2::reqwest::redirect::Policy::none())
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_oauth2_crate_gets_refreshes_introspects_and_revokes() {
+        let gate = Gate::start("http_mode = \"serve\"", "", CLIENTS).await;
+        let http = http(&gate);
+        let client = BasicClient::new(ClientId::new("lib".into()))
+            .set_client_secret(ClientSecret::new("lib-secret".into()))
+            .set_token_uri(TokenUrl::new(gate.url("/oauth/token")).unwrap())
+            .set_revocation_url(RevocationUrl::new(gate.url("/oauth/revoke")).unwrap())
+            .set_introspection_url(IntrospectionUrl::new(gate.url("/oauth/introspect")).unwrap());
+
+        // Client credentials, HTTP Basic (the crate's default).
+        let tok = client
+            .exchange_client_credentials()
+            .add_scope(Scope::new("reports.read".into()))
+            .request_async(&http)
+            .await
+            .unwrap();
+        assert!(tok.access_token().secret().starts_with("agat_"));
+        assert_eq!(tok.expires_in().unwrap().as_secs(), 3600);
+        assert!(tok.refresh_token().is_none());
+
+        // Client credentials, credentials in the body.
+        let body_client = client.clone().set_auth_type(AuthType::RequestBody);
+        let tok2 = body_client
+            .exchange_client_credentials()
+            .request_async(&http)
+            .await
+            .unwrap();
+        let scopes: Vec<String> = tok2
+            .scopes()
+            .unwrap()
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(scopes, vec!["reports.read", "orders.rw"]);
+
+        // Refresh.
+        let refresh = seed_refresh(&gate, "lib", "reports.read orders.rw").await;
+        let refreshed = client
+            .exchange_refresh_token(&RefreshToken::new(refresh.clone()))
+            .request_async(&http)
+            .await
+            .unwrap();
+        assert!(refreshed.refresh_token().is_some());
+        // The used refresh token is rejected (and the grant revoked).
+        let replay = client
+            .exchange_refresh_token(&RefreshToken::new(refresh))
+            .request_async(&http)
+            .await;
+        assert!(replay.is_err());
+
+        // Introspect, revoke, introspect again.
+        let info = client
+            .introspect(tok.access_token())
+            .request_async(&http)
+            .await
+            .unwrap();
+        assert!(info.active());
+        assert_eq!(info.client_id().map(|c| c.as_str()), Some("lib"));
+        client
+            .revoke_token(StandardRevocableToken::AccessToken(
+                tok.access_token().clone(),
+            ))
+            .unwrap()
+            .request_async(&http)
+            .await
+            .unwrap();
+        let info = client
+            .introspect(tok.access_token())
+            .request_async(&http)
+            .await
+            .unwrap();
+        assert!(!info.active());
+    }
+
+    #[tokio::test]
+    async fn the_oauth2_crate_reports_rfc_errors() {
+        let gate = Gate::start("http_mode = \"serve\"", "", CLIENTS).await;
+        let wrong = BasicClient::new(ClientId::new("lib".into()))
+            .set_client_secret(ClientSecret::new("nope".into()))
+            .set_token_uri(TokenUrl::new(gate.url("/oauth/token")).unwrap());
+        let err = wrong
+            .exchange_client_credentials()
+            .request_async(&http(&gate))
+            .await
+            .unwrap_err();
+        match err {
+            oauth2::RequestTokenError::ServerResponse(r) => {
+                assert_eq!(r.error().as_ref(), "invalid_client");
+            }
+            other => panic!("expected an RFC 6749 error, got {other:?}"),
+        }
+    }
+}
