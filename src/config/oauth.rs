@@ -137,13 +137,27 @@ pub(super) fn oauth(
                     "must be an https:// URL without query (RFC 8414 §2)",
                 ));
             }
+            // Endpoints are served at fixed paths on this host, so an issuer with a path
+            // would advertise URLs that are not served.
+            if !matches!(uri.path(), "" | "/") {
+                return Err(err(
+                    file,
+                    "oauth.issuer",
+                    "must have no path: authgate serves its endpoints at the host's root",
+                ));
+            }
             i.trim_end_matches('/').to_owned()
         }
-        None => match server.https.or(server.http) {
-            Some(a) if server.https.is_some() => format!("https://{a}"),
-            Some(a) => format!("http://{a}"),
-            None => "https://localhost".into(),
-        },
+        None => {
+            // From the HTTPS listener; an unspecified bind address (0.0.0.0) is no name
+            // a client could use, so it becomes localhost: set oauth.issuer in production.
+            let port = server.https.or(server.http).map_or(443, |a| a.port());
+            match server.https {
+                Some(a) if !a.ip().is_unspecified() => format!("https://{a}"),
+                _ if port == 443 => "https://localhost".into(),
+                _ => format!("https://localhost:{port}"),
+            }
+        }
     };
     let token_paths = raw
         .token_paths

@@ -239,6 +239,14 @@ fn accounts_and_clients_are_validated() {
             .contains("oauth.access_token_ttl")
     );
     assert!(err(&format!("{NO_TLS}[oauth]\nissuer = \"http://x\"")).contains("oauth.issuer"));
+    assert!(err(&format!("{NO_TLS}[oauth]\nissuer = \"https://x/auth\"")).contains("no path"));
+    let any = parse(&format!("{NO_TLS}http = \"0.0.0.0:8080\"")).unwrap();
+    assert_eq!(any.oauth.issuer, "https://localhost:8080");
+    let named = parse(&format!(
+        "{NO_TLS}[oauth]\nissuer = \"https://auth.example.com/\""
+    ))
+    .unwrap();
+    assert_eq!(named.oauth.issuer, "https://auth.example.com");
     assert!(err(&format!("{NO_TLS}[store]\nurl = \"mysql://x\"")).contains("store.url"));
 
     let ok = parse(&format!(
