@@ -31,6 +31,10 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             upstream_http2: false,
             timeout: Duration::from_secs(1),
             max_body_bytes: 1 << 20,
+            access: authgate::config::Access::Public,
+            token_headers: None,
+            allow_query_token: false,
+            pass_token: false,
         })
         .collect()
 }

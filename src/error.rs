@@ -23,7 +23,7 @@ pub enum Fault {
 }
 
 /// What went wrong while handling a request.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum GatewayError {
     #[error("no route for this host and path")]
     NoRoute,
@@ -39,6 +39,24 @@ pub enum GatewayError {
     UpstreamTimeout { upstream: String, after: Duration },
     #[error("upstream {upstream} failed: {reason}")]
     UpstreamFailed { upstream: String, reason: String },
+    /// No access token on a protected route (RFC 6750 §3.1: no error code).
+    #[error("no access token")]
+    MissingToken,
+    /// Unknown, expired, revoked or malformed access token.
+    #[error("invalid access token")]
+    InvalidToken,
+    /// The token's scope does not cover the route and method; `scope` is what is needed.
+    #[error("insufficient scope, needs {scope}")]
+    InsufficientScope { scope: String },
+    /// An ambiguous or refused token presentation.
+    #[error("bad token request: {0}")]
+    BadToken(&'static str),
+    /// The method has no right on a perimeter route.
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    /// A token had to be read from the store and the store is unreachable.
+    #[error("store unavailable: {0}")]
+    StoreUnavailable(String),
 }
 
 impl GatewayError {
@@ -53,6 +71,23 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::MissingToken | GatewayError::InvalidToken => StatusCode::UNAUTHORIZED,
+            GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            GatewayError::BadToken(_) => StatusCode::BAD_REQUEST,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The auth decision this error stands for, for logs and counters.
+    pub fn auth_decision(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::MissingToken => Some("missing_token"),
+            GatewayError::InvalidToken => Some("invalid_token"),
+            GatewayError::InsufficientScope { .. } => Some("insufficient_scope"),
+            GatewayError::BadToken(_) => Some("bad_token_request"),
+            GatewayError::StoreUnavailable(_) => Some("store_unavailable"),
+            _ => None,
         }
     }
 
@@ -77,6 +112,12 @@ impl GatewayError {
                 "bad_gateway"
             }
             GatewayError::UpstreamTimeout { .. } => "gateway_timeout",
+            GatewayError::MissingToken => "unauthorized",
+            GatewayError::InvalidToken => "invalid_token",
+            GatewayError::InsufficientScope { .. } => "insufficient_scope",
+            GatewayError::BadToken(_) => "invalid_request",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::StoreUnavailable(_) => "temporarily_unavailable",
         }
     }
 
@@ -101,12 +142,45 @@ impl GatewayError {
             GatewayError::UpstreamFailed { .. } => {
                 "the upstream service closed the connection or sent an invalid response".into()
             }
+            GatewayError::MissingToken => "an access token is required".into(),
+            GatewayError::InvalidToken => "the access token is invalid, expired or revoked".into(),
+            GatewayError::InsufficientScope { scope } => {
+                format!("the access token lacks the scope {scope}")
+            }
+            GatewayError::BadToken(why) => (*why).to_owned(),
+            GatewayError::MethodNotAllowed => "this method is not allowed on this route".into(),
+            GatewayError::StoreUnavailable(_) => {
+                "the token could not be checked; retry later".into()
+            }
         }
     }
 
-    /// Turns the error into its response.
-    pub fn into_response(self) -> Response<Body> {
-        json_error(self.status(), self.code(), &self.public_description())
+    /// Turns the error into its response. `realm` names the protection space in
+    /// `WWW-Authenticate: Bearer` challenges (RFC 6750 §3).
+    pub fn into_response(self, realm: &str) -> Response<Body> {
+        let mut resp = json_error(self.status(), self.code(), &self.public_description());
+        let challenge = match &self {
+            GatewayError::MissingToken => Some(format!("Bearer realm=\"{realm}\"")),
+            GatewayError::InvalidToken => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"invalid_token\", error_description=\"the access token is invalid, expired or revoked\""
+            )),
+            GatewayError::BadToken(_) => {
+                Some(format!("Bearer realm=\"{realm}\", error=\"invalid_request\""))
+            }
+            GatewayError::InsufficientScope { scope } => Some(format!(
+                "Bearer realm=\"{realm}\", error=\"insufficient_scope\", scope=\"{scope}\""
+            )),
+            _ => None,
+        };
+        if let Some(value) = challenge.and_then(|c| http::HeaderValue::from_str(&c).ok()) {
+            resp.headers_mut()
+                .insert(http::header::WWW_AUTHENTICATE, value);
+        }
+        if matches!(self, GatewayError::StoreUnavailable(_)) {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        resp
     }
 }
 
@@ -133,7 +207,7 @@ mod tests {
             reason: "connection refused".into(),
         };
         assert_eq!(err.fault(), Fault::Upstream);
-        let resp = err.into_response();
+        let resp = err.into_response("authgate");
         assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(resp.headers()[CONTENT_TYPE], "application/json");
         let body = resp.into_body().collect().await.unwrap().to_bytes();

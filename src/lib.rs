@@ -24,6 +24,7 @@
 //! | [`scope`]         | scope grammar (`links.wd`, `location[orders.write]`), ∩, method→right |
 //! | [`store`]         | clients, token hashes, settings: `Store` trait + SQLite backend     |
 //! | [`token`]         | token format: kind prefix, 256 random bits, keyed checksum, hash    |
+//! | [`token_table`]   | cached token table: checksum → cache (moka) → store, revocation evicts |
 //! | [`secret`]        | secret types that never print and zero their memory                 |
 //!
 //! Phases that are not built yet (authenticate, authorize) will slot into
@@ -46,3 +47,4 @@ pub mod server;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod token_table;

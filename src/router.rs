@@ -202,6 +202,10 @@ mod tests {
             upstream_http2: false,
             timeout: Duration::from_secs(1),
             max_body_bytes: 1,
+            access: crate::config::Access::Public,
+            token_headers: None,
+            allow_query_token: false,
+            pass_token: false,
         }
     }
 

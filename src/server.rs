@@ -70,8 +70,24 @@ impl Server {
         // The store first: a store that cannot be opened stops startup before any port
         // is bound.
         let store = crate::store::open(&config.store.url).await?;
+        Self::bind_with_store(config, clock, store).await
+    }
+
+    /// [`Server::bind`] over a store of the caller's (tests wrap the store to count
+    /// queries).
+    pub async fn bind_with_store(
+        config: Config,
+        clock: crate::oauth::Clock,
+        store: std::sync::Arc<dyn crate::store::Store>,
+    ) -> Result<Server, ServerError> {
         let codec = crate::token::Codec::new(store.token_key().await?);
         let clients = crate::oauth::client::Clients::new(&config.clients, store.clone());
+        let tokens = Arc::new(crate::token_table::TokenTable::new(
+            store.clone(),
+            codec.clone(),
+            clock.clone(),
+            &config.store,
+        ));
         let oauth = crate::oauth::OAuth::new(
             config.oauth.clone(),
             clients,
@@ -79,6 +95,7 @@ impl Server {
             store,
             codec,
             clock,
+            tokens.clone(),
         );
         let https = match (&config.tls, config.server.https) {
             (Some(tls), Some(addr)) => {
@@ -97,7 +114,7 @@ impl Server {
             .as_ref()
             .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
             .map(|a| a.port());
-        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port, oauth)?);
+        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port, oauth, tokens)?);
         Ok(Server {
             gateway,
             https,

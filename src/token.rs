@@ -97,21 +97,30 @@ pub enum FormatError {
 }
 
 /// Mints and checks tokens with the store's key.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct Codec {
-    key: SecretKey,
+    /// HMAC state with the key already absorbed: cloning it per check saves the two
+    /// key-derivation compressions on the request path.
+    keyed: Hmac<Sha256>,
+}
+
+impl std::fmt::Debug for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Codec([redacted])")
+    }
 }
 
 impl Codec {
     /// A codec for `key`.
     pub fn new(key: SecretKey) -> Codec {
-        Codec { key }
+        // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(key.expose())
+            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        Codec { keyed }
     }
 
     fn check(&self, head: &str) -> [u8; CHECK_BYTES] {
-        // HMAC accepts keys of any length, so `new_from_slice` cannot fail here.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(self.key.expose())
-            .unwrap_or_else(|_| unreachable!("HMAC takes any key length"));
+        let mut mac = self.keyed.clone();
         mac.update(head.as_bytes());
         let tag = mac.finalize().into_bytes();
         let mut out = [0u8; CHECK_BYTES];

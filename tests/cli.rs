@@ -42,7 +42,7 @@ fn bad_config_files_name_file_key_and_reason_and_exit_2() {
         ("[server\n", "bad.toml: not valid TOML"),
         (
             "[server]\nhttps = \"off\"\nhttp_mode = \"serve\"\n[[route]]\npath = \"/\"\nupstream = \"http://a\"",
-            "bad.toml: route[0].public",
+            "bad.toml: route[0].perimeter: missing",
         ),
     ];
     for (config, expected) in cases {

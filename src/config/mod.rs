@@ -19,7 +19,10 @@ use http::uri::{Authority, Scheme};
 use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
-pub use oauth::{is_object_id, AccountConfig, ClientConfig, OAuthConfig, StoreConfig, Ttl};
+pub use oauth::{
+    is_object_id, AccountConfig, AuthConfig, ClientConfig, OAuthConfig, StoreConfig, TokenHeader,
+    Ttl,
+};
 pub use raw::RawConfig;
 
 /// Where the default configuration lives, relative to the working directory.
@@ -61,6 +64,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub log: LogConfig,
     pub store: StoreConfig,
+    pub auth: AuthConfig,
     pub oauth: OAuthConfig,
     /// Clients declared in the file (more live in the store, see `authgate client`).
     pub clients: Vec<ClientConfig>,
@@ -163,6 +167,29 @@ pub struct RouteConfig {
     pub upstream_http2: bool,
     pub timeout: Duration,
     pub max_body_bytes: u64,
+    /// Who may use the route.
+    pub access: Access,
+    /// Where the token may be; `None`: `auth.token_headers`.
+    pub token_headers: Option<Vec<TokenHeader>>,
+    /// Accept `?access_token=` (RFC 6750 §2.3; refused by default).
+    pub allow_query_token: bool,
+    /// Forward the token header upstream (it is removed by default).
+    pub pass_token: bool,
+}
+
+/// What a route requires of the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// No token needed.
+    Public,
+    /// A right on `resource` chosen by the method (GET/HEAD/OPTIONS → r,
+    /// POST/PUT/PATCH → w, DELETE → d), inside access level `level` if set.
+    Perimeter {
+        resource: String,
+        level: Option<String>,
+    },
+    /// Every item of this scope (empty: any valid token).
+    Scopes(crate::scope::Scope),
 }
 
 /// An upstream base URI: `http(s)://authority[/base/path]`.
@@ -369,6 +396,7 @@ impl Config {
         }
 
         let store = oauth::store(file, raw.store)?;
+        let auth = oauth::auth(file, raw.auth)?;
         let oauth_cfg = oauth::oauth(file, raw.oauth, &server)?;
         let mut own_paths: Vec<(String, &str)> = oauth_cfg
             .token_paths
@@ -434,6 +462,7 @@ impl Config {
             upstream,
             log,
             store,
+            auth,
             oauth: oauth_cfg,
             clients,
             accounts,
@@ -659,14 +688,67 @@ impl Validator<'_> {
             ));
         }
         let public = r.public.unwrap_or(false);
-        if !public {
-            // Fail closed: until token enforcement lands, a route that does not say it is
-            // public would be forwarded without authentication. Refuse it instead.
-            return Err(self.err(
-                &key("public"),
-                "this build cannot authenticate proxied requests yet; set public = true to forward this route without authentication",
-            ));
-        }
+        let access = match (public, r.perimeter, r.scopes) {
+            (true, None, None) => {
+                if r.level.is_some() {
+                    return Err(self.err(&key("level"), "a public route takes no level"));
+                }
+                Access::Public
+            }
+            (true, _, _) => {
+                return Err(self.err(
+                    &key("public"),
+                    "a public route takes no perimeter or scopes",
+                ))
+            }
+            (false, Some(_), Some(_)) => {
+                return Err(self.err(&key("scopes"), "set either perimeter or scopes, not both"))
+            }
+            (false, None, None) => {
+                // Fail closed: a route must say who may use it.
+                return Err(self.err(
+                    &key("perimeter"),
+                    "missing: set perimeter (a resource whose r/w/d right follows the method), scopes (required scopes; [] for any valid token), or public = true",
+                ));
+            }
+            (false, Some(p), None) => {
+                let valid = |s: &str| {
+                    !s.is_empty()
+                        && s.bytes()
+                            .all(|b| b.is_ascii_graphic() && !b"[],\"\\".contains(&b))
+                };
+                if !valid(&p) {
+                    return Err(
+                        self.err(&key("perimeter"), format!("{p:?} is not a resource name"))
+                    );
+                }
+                if let Some(l) = &r.level {
+                    if !valid(l) || l.contains('.') {
+                        return Err(self.err(&key("level"), format!("{l:?} is not a level name")));
+                    }
+                }
+                Access::Perimeter {
+                    resource: p,
+                    level: r.level,
+                }
+            }
+            (false, None, Some(list)) => {
+                if r.level.is_some() {
+                    return Err(self.err(&key("level"), "level goes with perimeter"));
+                }
+                let scope = crate::scope::Scope::parse(&list.join(" "))
+                    .map_err(|e| self.err(&key("scopes"), e.to_string()))?;
+                Access::Scopes(scope)
+            }
+        };
+        let token_headers = match r.token_headers {
+            None => None,
+            Some(list) => Some(oauth::token_headers(
+                self.file,
+                &key("token_headers"),
+                list,
+            )?),
+        };
         Ok(RouteConfig {
             path,
             host,
@@ -680,6 +762,10 @@ impl Validator<'_> {
                 Some(t) => self.duration(&key("timeout"), Some(&t), "")?,
             },
             max_body_bytes: r.max_body_bytes.unwrap_or(server.max_body_bytes),
+            access,
+            token_headers,
+            allow_query_token: r.allow_query_token.unwrap_or(false),
+            pass_token: r.pass_token.unwrap_or(false),
         })
     }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::raw::{RawAccount, RawClient, RawOAuth, RawStore};
+use super::raw::{RawAccount, RawAuth, RawClient, RawOAuth, RawStore};
 use super::{ConfigError, ServerConfig};
 use crate::oauth::client::{ClientSettings, SecretHash};
 
@@ -11,6 +11,98 @@ use crate::oauth::client::{ClientSettings, SecretHash};
 pub struct StoreConfig {
     /// `sqlite://PATH` (PostgreSQL arrives with the edge-tier work).
     pub url: String,
+    /// Tokens kept in the in-memory token table at most.
+    pub cache_capacity: u64,
+    /// How long a cached token is trusted before it is read again from the store.
+    pub cache_ttl: Duration,
+    /// How long an unknown/revoked token is remembered as such.
+    pub negative_cache_ttl: Duration,
+}
+
+/// Where proxied requests carry their token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenHeader {
+    /// `Authorization: Bearer …` (RFC 6750 §2.1).
+    Authorization,
+    /// `X-Access-Token: …` (HubRise).
+    XAccessToken,
+}
+
+impl TokenHeader {
+    fn parse(s: &str) -> Option<TokenHeader> {
+        match s.to_ascii_lowercase().as_str() {
+            "authorization" => Some(TokenHeader::Authorization),
+            "x-access-token" => Some(TokenHeader::XAccessToken),
+            _ => None,
+        }
+    }
+}
+
+/// `[auth]`.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `realm` of `WWW-Authenticate: Bearer` challenges.
+    pub realm: String,
+    /// Headers accepted on routes that don't say otherwise.
+    pub token_headers: Vec<TokenHeader>,
+    /// Lower-case prefix of identity headers sent upstream (`x-authgate-`).
+    pub identity_header_prefix: String,
+}
+
+pub(super) fn token_headers(
+    file: &str,
+    key: &str,
+    list: Vec<String>,
+) -> Result<Vec<TokenHeader>, ConfigError> {
+    if list.is_empty() {
+        return Err(err(file, key, "must name at least one header"));
+    }
+    list.iter()
+        .map(|h| {
+            TokenHeader::parse(h).ok_or_else(|| {
+                err(
+                    file,
+                    key,
+                    format!("{h:?}: expected \"authorization\" or \"x-access-token\""),
+                )
+            })
+        })
+        .collect()
+}
+
+pub(super) fn auth(file: &str, raw: RawAuth) -> Result<AuthConfig, ConfigError> {
+    let realm = raw.realm.unwrap_or_else(|| "authgate".into());
+    if realm.is_empty()
+        || !realm.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+        || realm.contains(['"', '\\'])
+    {
+        return Err(err(
+            file,
+            "auth.realm",
+            "printable ASCII without quotes or backslashes",
+        ));
+    }
+    let prefix = raw
+        .identity_header_prefix
+        .unwrap_or_else(|| "X-Authgate-".into())
+        .to_ascii_lowercase();
+    if prefix.len() < 3 || http::HeaderName::from_bytes(format!("{prefix}x").as_bytes()).is_err() {
+        return Err(err(
+            file,
+            "auth.identity_header_prefix",
+            format!("{prefix:?} is not a header name prefix like \"X-Authgate-\""),
+        ));
+    }
+    Ok(AuthConfig {
+        realm,
+        token_headers: token_headers(
+            file,
+            "auth.token_headers",
+            raw.token_headers
+                .unwrap_or_else(|| vec!["authorization".into(), "x-access-token".into()]),
+        )?,
+        identity_header_prefix: prefix,
+    })
 }
 
 /// A token lifetime.
@@ -106,7 +198,27 @@ pub(super) fn store(file: &str, raw: RawStore) -> Result<StoreConfig, ConfigErro
             format!("{url:?}: only sqlite://PATH is supported by this build"),
         ));
     }
-    Ok(StoreConfig { url })
+    let duration = |key: &str, value: Option<String>, default: &str| {
+        let text = value.unwrap_or_else(|| default.to_owned());
+        match humantime::parse_duration(&text) {
+            Ok(d) if !d.is_zero() => Ok(d),
+            _ => Err(err(
+                file,
+                key,
+                format!("{text:?} is not a duration like \"30s\" longer than zero"),
+            )),
+        }
+    };
+    let cache_capacity = raw.cache_capacity.unwrap_or(1_000_000);
+    if cache_capacity == 0 {
+        return Err(err(file, "store.cache_capacity", "must be at least 1"));
+    }
+    Ok(StoreConfig {
+        url,
+        cache_capacity,
+        cache_ttl: duration("store.cache_ttl", raw.cache_ttl, "30s")?,
+        negative_cache_ttl: duration("store.negative_cache_ttl", raw.negative_cache_ttl, "5s")?,
+    })
 }
 
 fn path(file: &str, key: &str, value: String) -> Result<String, ConfigError> {

@@ -18,6 +18,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
     pub oauth: RawOAuth,
     #[serde(default)]
     pub client: Vec<RawClient>,
@@ -32,6 +34,18 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
     pub url: Option<String>,
+    pub cache_capacity: Option<u64>,
+    pub cache_ttl: Option<String>,
+    pub negative_cache_ttl: Option<String>,
+}
+
+/// `[auth]`: how proxied requests present and prove their token.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    pub realm: Option<String>,
+    pub token_headers: Option<Vec<String>>,
+    pub identity_header_prefix: Option<String>,
 }
 
 /// `[oauth]`: the authorization server's endpoints and defaults.
@@ -154,4 +168,10 @@ pub struct RawRoute {
     pub upstream_http2: Option<bool>,
     pub timeout: Option<String>,
     pub max_body_bytes: Option<u64>,
+    pub perimeter: Option<String>,
+    pub level: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub token_headers: Option<Vec<String>>,
+    pub allow_query_token: Option<bool>,
+    pub pass_token: Option<bool>,
 }

@@ -127,7 +127,46 @@ fn routes_are_validated() {
         route("path = \"/\"\nupstream = \"http://u:p@a\"\npublic = true").contains("credentials")
     );
     assert!(route("path = \"/\"\nupstreams = []\npublic = true").contains("at least one"));
-    assert!(route("path = \"/\"\nupstream = \"http://a\"").contains("route[0].public"));
+    assert!(route("path = \"/\"\nupstream = \"http://a\"").contains("route[0].perimeter: missing"));
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\npublic = true\nperimeter = \"x\"")
+            .contains("route[0].public")
+    );
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\nperimeter = \"x\"\nscopes = []")
+            .contains("not both")
+    );
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\nperimeter = \"a[b]\"")
+            .contains("route[0].perimeter")
+    );
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\nscopes = [\"a[b\"]")
+            .contains("route[0].scopes")
+    );
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\nscopes = []\nlevel = \"location\"")
+            .contains("route[0].level")
+    );
+    assert!(route(
+        "path = \"/\"\nupstream = \"http://a\"\nscopes = []\ntoken_headers = [\"cookie\"]"
+    )
+    .contains("route[0].token_headers"));
+    let ok = parse(&format!("{NO_TLS}[[route]]\npath = \"/\"\nupstream = \"http://a\"\nperimeter = \"orders\"\nlevel = \"location\"\ntoken_headers = [\"X-Access-Token\"]")).unwrap();
+    assert_eq!(
+        ok.routes[0].access,
+        Access::Perimeter {
+            resource: "orders".into(),
+            level: Some("location".into())
+        }
+    );
+    assert_eq!(
+        ok.routes[0].token_headers,
+        Some(vec![TokenHeader::XAccessToken])
+    );
+    assert!(err(&format!("{NO_TLS}[auth]\ntoken_headers = []")).contains("auth.token_headers"));
+    assert!(err(&format!("{NO_TLS}[auth]\nrealm = \"a\\\"b\"")).contains("auth.realm"));
+    assert!(err(&format!("{NO_TLS}[store]\ncache_ttl = \"0s\"")).contains("store.cache_ttl"));
     assert!(route(
         "path = \"/\"\nhost = \"a.example:8443\"\nupstream = \"http://a\"\npublic = true"
     )

@@ -3,15 +3,18 @@
 //! ```text
 //! limits ─▶ own endpoints (/healthz, /readyz) ─▶ redirect (plain HTTP, redirect mode)
 //!        ─▶ OAuth endpoints (token, revoke, introspect, metadata)
-//!        ─▶ route ─▶ [authenticate ─▶ authorize: not built yet, routes must be public]
-//!        ─▶ forward ─▶ finish (HSTS, access log)
+//!        ─▶ route ─▶ authenticate ─▶ authorize (skipped on public routes)
+//!        ─▶ forward (with identity headers) ─▶ finish (HSTS, access log, counters)
 //! ```
 //!
 //! Phases return `Result<_, GatewayError>`; failures become responses in one place
 //! ([`crate::error`]), and `finish` runs for every response, errors included.
 
+pub mod authenticate;
+pub mod authorize;
 pub mod forward;
 pub mod headers;
+pub mod identity;
 pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
@@ -25,11 +28,12 @@ use hyper::body::Incoming;
 use ipnet::IpNet;
 
 use crate::body::{self, Body};
-use crate::config::{Config, HttpMode};
+use crate::config::{Access, Config, HttpMode};
 use crate::error::{Fault, GatewayError};
 use crate::health;
 use crate::oauth::OAuth;
 use crate::router::Router;
+use crate::token_table::TokenTable;
 use headers::ClientView;
 
 /// Which listener a connection arrived on.
@@ -57,6 +61,9 @@ pub struct Gateway {
     router: Router,
     upstreams: forward::Upstreams,
     oauth: OAuth,
+    tokens: Arc<TokenTable>,
+    identity: identity::IdentityHeaders,
+    counters: AuthCounters,
     draining: AtomicBool,
     redirect_port: Option<u16>,
 }
@@ -66,6 +73,36 @@ struct RequestCtx {
     route: Option<usize>,
     upstream: Option<usize>,
     client_id: Option<String>,
+    /// `public`, `allowed`, or why access was refused.
+    auth: &'static str,
+}
+
+/// Counters of authentication decisions on proxied routes.
+#[derive(Debug, Default)]
+pub struct AuthCounters {
+    pub public: std::sync::atomic::AtomicU64,
+    pub allowed: std::sync::atomic::AtomicU64,
+    pub missing_token: std::sync::atomic::AtomicU64,
+    pub invalid_token: std::sync::atomic::AtomicU64,
+    pub insufficient_scope: std::sync::atomic::AtomicU64,
+    pub bad_token_request: std::sync::atomic::AtomicU64,
+    pub store_unavailable: std::sync::atomic::AtomicU64,
+}
+
+impl AuthCounters {
+    fn record(&self, decision: &str) {
+        let c = match decision {
+            "public" => &self.public,
+            "allowed" => &self.allowed,
+            "missing_token" => &self.missing_token,
+            "invalid_token" => &self.invalid_token,
+            "insufficient_scope" => &self.insufficient_scope,
+            "bad_token_request" => &self.bad_token_request,
+            "store_unavailable" => &self.store_unavailable,
+            _ => return,
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Gateway {
@@ -75,6 +112,7 @@ impl Gateway {
         config: Arc<Config>,
         https_port: Option<u16>,
         oauth: OAuth,
+        tokens: Arc<TokenTable>,
     ) -> Result<Gateway, forward::UpstreamSetupError> {
         let upstreams = forward::Upstreams::new(&config.upstream)?;
         let redirect_port = config.server.redirect_https_port.or(https_port);
@@ -82,10 +120,18 @@ impl Gateway {
             router: Router::new(&config.routes),
             upstreams,
             oauth,
+            tokens,
+            identity: identity::IdentityHeaders::new(&config.auth.identity_header_prefix),
+            counters: AuthCounters::default(),
             draining: AtomicBool::new(false),
             redirect_port,
             config,
         })
+    }
+
+    /// Authentication decisions so far.
+    pub fn auth_counters(&self) -> &AuthCounters {
+        &self.counters
     }
 
     /// The configuration in force.
@@ -122,6 +168,7 @@ impl Gateway {
             route: None,
             upstream: None,
             client_id: None,
+            auth: "",
         };
 
         let mut resp = match self.phases(req, conn, secure, &mut ctx).await {
@@ -131,9 +178,13 @@ impl Gateway {
                     Fault::Upstream => tracing::warn!(error = %err, %path, "upstream failure"),
                     Fault::Client => tracing::debug!(error = %err, %path, "request refused"),
                 }
-                err.into_response()
+                if let Some(decision) = err.auth_decision() {
+                    ctx.auth = decision;
+                }
+                err.into_response(&self.config.auth.realm)
             }
         };
+        self.counters.record(ctx.auth);
 
         // finish: HSTS on every response that reached the client over HTTPS.
         if secure {
@@ -153,6 +204,7 @@ impl Gateway {
             route = ctx.route.map(|r| r as i64).unwrap_or(-1),
             %upstream,
             client_id = ctx.client_id.as_deref().unwrap_or(""),
+            auth = ctx.auth,
             client_ip = %client_ip,
             "request"
         );
@@ -208,9 +260,32 @@ impl Gateway {
             .ok_or(GatewayError::NoRoute)?;
         ctx.route = Some(route.index);
 
-        // authenticate + authorize: config validation guarantees `route.config.public`
-        // until token enforcement exists; nothing is forwarded unauthenticated by default.
-        debug_assert!(route.config.public);
+        // authenticate + authorize
+        let rc = &route.config;
+        let caller = match &rc.access {
+            Access::Public => {
+                ctx.auth = "public";
+                None
+            }
+            access => {
+                let accepted = rc
+                    .token_headers
+                    .as_deref()
+                    .unwrap_or(&self.config.auth.token_headers);
+                let auth = authenticate::authenticate(
+                    &self.tokens,
+                    req.headers(),
+                    req.uri().query(),
+                    accepted,
+                    rc.allow_query_token,
+                )
+                .await?;
+                ctx.client_id = Some(auth.token.client_id.clone());
+                let authorized = authorize::authorize(access, req.method(), auth)?;
+                ctx.auth = "allowed";
+                Some(authorized)
+            }
+        };
 
         // forward
         let host_owned = host.map(str::to_owned);
@@ -220,6 +295,9 @@ impl Gateway {
             proto: if secure { "https" } else { "http" },
             host: host_owned.as_deref(),
         };
+        let mut req = req;
+        self.identity
+            .apply(req.headers_mut(), caller.as_ref(), rc.pass_token);
         self.upstreams
             .forward(route, req, &client, &conn.slot, &mut ctx.upstream)
             .await

@@ -182,6 +182,7 @@ impl OAuth {
             }),
             Rotation::Reused { family } => {
                 tracing::warn!(client_id = %client.id, %family, "refresh token replayed: its grant was revoked");
+                self.tokens.evict_family(&family);
                 Err(OAuthError::InvalidGrant(
                     "the refresh token was already used; every token of its grant has been revoked"
                         .into(),

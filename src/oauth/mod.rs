@@ -63,6 +63,8 @@ pub struct OAuth {
     codec: Codec,
     clock: Clock,
     accounts: Vec<crate::config::AccountConfig>,
+    /// Revocations evict from the gateway's token table at once.
+    tokens: Arc<crate::token_table::TokenTable>,
 }
 
 impl OAuth {
@@ -74,6 +76,7 @@ impl OAuth {
         store: Arc<dyn Store>,
         codec: Codec,
         clock: Clock,
+        tokens: Arc<crate::token_table::TokenTable>,
     ) -> OAuth {
         OAuth {
             cfg,
@@ -82,6 +85,7 @@ impl OAuth {
             codec,
             clock,
             accounts,
+            tokens,
         }
     }
 

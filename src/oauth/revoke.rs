@@ -34,6 +34,10 @@ impl OAuth {
         match self.store.get_token(&hash).await? {
             Some(t) if t.client_id == client.id => {
                 self.store.revoke_token(&hash, (self.clock)()).await?;
+                match t.kind {
+                    crate::store::TokenKind::Access => self.tokens.evict(&hash).await,
+                    crate::store::TokenKind::Refresh => self.tokens.evict_family(&t.family),
+                }
                 tracing::info!(client_id = %client.id, token = ?hash, "token revoked");
             }
             Some(_) => {

@@ -34,6 +34,16 @@ impl Gate {
     /// and `rest` (routes, `[upstream]`, `[oauth]`, clients) after them. The store is a
     /// fresh SQLite file in a temporary directory unless `rest` has a `[store]`.
     pub async fn start(server: &str, tls: &str, rest: &str) -> Gate {
+        Gate::start_with_clock(server, tls, rest, authgate::oauth::system_clock()).await
+    }
+
+    /// [`Gate::start`] with a clock of the test's.
+    pub async fn start_with_clock(
+        server: &str,
+        tls: &str,
+        rest: &str,
+        clock: authgate::oauth::Clock,
+    ) -> Gate {
         let dir = tempfile::tempdir().unwrap();
         let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
         let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
@@ -56,17 +66,26 @@ impl Gate {
             "[server]\n{https_line}http = \"127.0.0.1:0\"\n{server}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n{tls}\n{store}{rest}"
         );
-        Gate::launch(&text, Vec::new(), dir).await
+        Gate::launch_with_clock(&text, Vec::new(), dir, clock).await
     }
 
     /// Starts a gateway from a whole config text and environment overrides; `dir` is
     /// kept alive as long as the gateway.
     pub async fn launch(text: &str, vars: Vec<(String, String)>, dir: tempfile::TempDir) -> Gate {
+        Gate::launch_with_clock(text, vars, dir, authgate::oauth::system_clock()).await
+    }
+
+    async fn launch_with_clock(
+        text: &str,
+        vars: Vec<(String, String)>,
+        dir: tempfile::TempDir,
+        clock: authgate::oauth::Clock,
+    ) -> Gate {
         let config = Config::parse(text, "test.toml", vars.into_iter())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
         let cert = config.tls.as_ref().map(|t| t.cert.clone());
         let store_url = config.store.url.clone();
-        let server = Server::bind(config).await.unwrap();
+        let server = Server::bind_with_clock(config, clock).await.unwrap();
         let http = server.http_addr();
         let https = server.https_addr().or(http).unwrap();
         let (tx, rx) = oneshot::channel::<()>();

@@ -1,0 +1,366 @@
+//! The cached token table on the request path: token value → checksum (no I/O) →
+//! SHA-256 → moka cache → store on a miss.
+//!
+//! - Entries expire no later than their token, and never later than `store.cache_ttl`
+//!   after they were read (which bounds how stale a cached token can be, e.g. if it was
+//!   revoked by another process).
+//! - Unknown, revoked and expired tokens are cached as `Unknown` for
+//!   `store.negative_cache_ttl`, so a flood of the same bad token cannot reach the store;
+//!   random tokens fail the keyed checksum and never get past it.
+//! - Concurrent misses for one token are coalesced into one store query.
+//! - Expiry is checked against the clock on every hit, so a token is refused from the
+//!   second it expires, whatever the cache holds.
+//! - Revocation through authgate evicts at once ([`TokenTable::evict`],
+//!   [`TokenTable::evict_family`]).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::future::Cache;
+use moka::Expiry;
+
+use crate::config::StoreConfig;
+use crate::oauth::Clock;
+use crate::scope::Scope;
+use crate::store::{Store, StoreError, TokenKind};
+use crate::token::{self, Codec, Kind, TokenHash};
+
+/// What the gateway knows about a valid access token.
+#[derive(Debug)]
+pub struct CachedToken {
+    pub client_id: String,
+    pub subject: Option<String>,
+    pub scope: Scope,
+    /// The scope as stored (for identity headers).
+    pub scope_text: String,
+    pub expires_at: Option<i64>,
+    pub family: String,
+    /// Bound resource ids and names.
+    pub extra: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+enum Entry {
+    Valid(Arc<CachedToken>),
+    Unknown,
+}
+
+struct TokenExpiry {
+    clock: Clock,
+    ttl: Duration,
+    negative: Duration,
+}
+
+impl Expiry<TokenHash, Entry> for TokenExpiry {
+    fn expire_after_create(&self, _: &TokenHash, value: &Entry, _: Instant) -> Option<Duration> {
+        Some(match value {
+            Entry::Unknown => self.negative,
+            Entry::Valid(t) => match t.expires_at {
+                None => self.ttl,
+                Some(exp) => {
+                    let left = u64::try_from(exp.saturating_sub((self.clock)())).unwrap_or(0);
+                    self.ttl.min(Duration::from_secs(left))
+                }
+            },
+        })
+    }
+}
+
+/// The token table.
+pub struct TokenTable {
+    cache: Cache<TokenHash, Entry>,
+    store: Arc<dyn Store>,
+    codec: Codec,
+    clock: Clock,
+}
+
+impl TokenTable {
+    /// A table over `store` with the cache bounds of `cfg`.
+    pub fn new(store: Arc<dyn Store>, codec: Codec, clock: Clock, cfg: &StoreConfig) -> TokenTable {
+        let cache = Cache::builder()
+            .max_capacity(cfg.cache_capacity)
+            .expire_after(TokenExpiry {
+                clock: clock.clone(),
+                ttl: cfg.cache_ttl,
+                negative: cfg.negative_cache_ttl,
+            })
+            .support_invalidation_closures()
+            .build();
+        TokenTable {
+            cache,
+            store,
+            codec,
+            clock,
+        }
+    }
+
+    /// The valid access token `value` names, or `None`. Errors only when the store is
+    /// needed and unreachable.
+    pub async fn lookup(&self, value: &str) -> Result<Option<Arc<CachedToken>>, StoreError> {
+        if self.codec.verify(value, Kind::Access).is_err() {
+            return Ok(None);
+        }
+        let hash = token::hash(value);
+        let entry = self
+            .cache
+            .try_get_with(hash, self.load(hash))
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        Ok(match entry {
+            Entry::Valid(t) if t.expires_at.is_none_or(|e| (self.clock)() < e) => Some(t),
+            _ => None,
+        })
+    }
+
+    async fn load(&self, hash: TokenHash) -> Result<Entry, StoreError> {
+        let now = (self.clock)();
+        Ok(match self.store.get_token(&hash).await? {
+            Some(r) if r.kind == TokenKind::Access && r.is_active(now) => {
+                let scope = Scope::parse(&r.scope).unwrap_or_else(|_| Scope::empty());
+                Entry::Valid(Arc::new(CachedToken {
+                    client_id: r.client_id,
+                    subject: r.subject,
+                    scope,
+                    scope_text: r.scope,
+                    expires_at: r.expires_at,
+                    family: r.family,
+                    extra: r.extra,
+                }))
+            }
+            _ => Entry::Unknown,
+        })
+    }
+
+    /// Forgets one token (it was revoked).
+    pub async fn evict(&self, hash: &TokenHash) {
+        self.cache.invalidate(hash).await;
+    }
+
+    /// Forgets every token of a grant (its refresh token was revoked or replayed).
+    pub fn evict_family(&self, family: &str) {
+        let family = family.to_owned();
+        if let Err(e) = self
+            .cache
+            .invalidate_entries_if(move |_, v| matches!(v, Entry::Valid(t) if t.family == family))
+        {
+            // Only possible if the builder lacked support_invalidation_closures().
+            tracing::error!(error = %e, "cannot evict a token family; it expires with cache_ttl");
+        }
+    }
+
+    /// Entries cached now (approximate).
+    pub fn len(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    /// Whether nothing is cached.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SecretKey;
+    use crate::store::{ClientRecord, Rotation, TokenRecord};
+    use async_trait::async_trait;
+    use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+
+    /// A store that counts token lookups.
+    struct Counting {
+        inner: Arc<dyn Store>,
+        gets: AtomicUsize,
+    }
+
+    #[async_trait]
+    impl Store for Counting {
+        async fn ping(&self) -> Result<(), StoreError> {
+            self.inner.ping().await
+        }
+        async fn token_key(&self) -> Result<SecretKey, StoreError> {
+            self.inner.token_key().await
+        }
+        async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+            self.inner.insert_client(c).await
+        }
+        async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+            self.inner.get_client(id).await
+        }
+        async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+            self.inner.list_clients().await
+        }
+        async fn set_client_secret(&self, id: &str, h: &str) -> Result<bool, StoreError> {
+            self.inner.set_client_secret(id, h).await
+        }
+        async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.delete_client(id, now).await
+        }
+        async fn insert_tokens(&self, t: &[TokenRecord]) -> Result<(), StoreError> {
+            self.inner.insert_tokens(t).await
+        }
+        async fn get_token(&self, h: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+            self.gets.fetch_add(1, Ordering::SeqCst);
+            // Slow enough that concurrent misses overlap.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            self.inner.get_token(h).await
+        }
+        async fn revoke_token(
+            &self,
+            h: &TokenHash,
+            now: i64,
+        ) -> Result<Option<TokenRecord>, StoreError> {
+            self.inner.revoke_token(h, now).await
+        }
+        async fn revoke_family(&self, f: &str, now: i64) -> Result<u64, StoreError> {
+            self.inner.revoke_family(f, now).await
+        }
+        async fn rotate_refresh(
+            &self,
+            old: &TokenHash,
+            new: &[TokenRecord],
+            keep: bool,
+            now: i64,
+        ) -> Result<Rotation, StoreError> {
+            self.inner.rotate_refresh(old, new, keep, now).await
+        }
+        async fn list_tokens(
+            &self,
+            c: Option<&str>,
+            l: u32,
+        ) -> Result<Vec<TokenRecord>, StoreError> {
+            self.inner.list_tokens(c, l).await
+        }
+    }
+
+    struct Fixture {
+        table: Arc<TokenTable>,
+        store: Arc<Counting>,
+        codec: Codec,
+        now: Arc<AtomicI64>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let (inner, dir) = crate::store::tests::sqlite().await;
+        let codec = Codec::new(inner.token_key().await.unwrap());
+        let store = Arc::new(Counting {
+            inner,
+            gets: AtomicUsize::new(0),
+        });
+        let now = Arc::new(AtomicI64::new(1_000_000));
+        let clock_now = now.clone();
+        let clock: Clock = Arc::new(move || clock_now.load(Ordering::SeqCst));
+        let cfg = StoreConfig {
+            url: String::new(),
+            cache_capacity: 10_000,
+            cache_ttl: Duration::from_secs(3600),
+            negative_cache_ttl: Duration::from_secs(3600),
+        };
+        let table = Arc::new(TokenTable::new(store.clone(), codec.clone(), clock, &cfg));
+        Fixture {
+            table,
+            store,
+            codec,
+            now,
+            _dir: dir,
+        }
+    }
+
+    async fn issue(f: &Fixture, expires_at: Option<i64>) -> String {
+        let value = f.codec.mint(Kind::Access).expose().to_owned();
+        let record = TokenRecord {
+            hash: token::hash(&value),
+            kind: TokenKind::Access,
+            client_id: "c".into(),
+            subject: None,
+            scope: "links.r".into(),
+            family: "fam".into(),
+            parent: None,
+            extra: serde_json::Map::new(),
+            issued_at: 0,
+            expires_at,
+            revoked_at: None,
+            used_at: None,
+        };
+        f.store.insert_tokens(&[record]).await.unwrap();
+        value
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_random_tokens_never_reaches_the_store() {
+        let f = fixture().await;
+        let mut buf = [0u8; 38];
+        for i in 0..100_000 {
+            crate::token::fill_random(&mut buf);
+            let body: String = buf
+                .iter()
+                .map(|b| (b'a' + b % 26) as char)
+                .collect::<String>();
+            // Right prefix and length, random body and check: fails the keyed checksum.
+            let value = format!("agat_{body}{}", &body[..13]);
+            let value = &value[..crate::token::TOKEN_LEN.min(value.len())];
+            assert!(f.table.lookup(value).await.unwrap().is_none(), "{i}");
+        }
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn unknown_tokens_are_negatively_cached_and_misses_coalesce() {
+        let f = fixture().await;
+        // Genuine format, never stored: one query, then remembered as unknown.
+        let ghost = f.codec.mint(Kind::Access).expose().to_owned();
+        for _ in 0..1000 {
+            assert!(f.table.lookup(&ghost).await.unwrap().is_none());
+        }
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), 1);
+
+        let real = issue(&f, None).await;
+        let mut tasks = Vec::new();
+        for _ in 0..50 {
+            let table = f.table.clone();
+            let real = real.clone();
+            tasks.push(tokio::spawn(async move {
+                table.lookup(&real).await.unwrap().is_some()
+            }));
+        }
+        for t in tasks {
+            assert!(t.await.unwrap());
+        }
+        assert_eq!(
+            f.store.gets.load(Ordering::SeqCst),
+            2,
+            "50 concurrent misses, one query"
+        );
+    }
+
+    #[tokio::test]
+    async fn expiry_is_exact_to_the_second_and_eviction_is_immediate() {
+        let f = fixture().await;
+        let start = f.now.load(Ordering::SeqCst);
+        let token = issue(&f, Some(start + 60)).await;
+        assert!(f.table.lookup(&token).await.unwrap().is_some());
+        f.now.store(start + 59, Ordering::SeqCst);
+        assert!(f.table.lookup(&token).await.unwrap().is_some());
+        f.now.store(start + 60, Ordering::SeqCst);
+        assert!(f.table.lookup(&token).await.unwrap().is_none());
+
+        f.now.store(start, Ordering::SeqCst);
+        let other = issue(&f, None).await;
+        assert!(f.table.lookup(&other).await.unwrap().is_some());
+        f.store
+            .revoke_token(&token::hash(&other), start)
+            .await
+            .unwrap();
+        // Still cached until evicted…
+        assert!(f.table.lookup(&other).await.unwrap().is_some());
+        f.table.evict(&token::hash(&other)).await;
+        assert!(f.table.lookup(&other).await.unwrap().is_none());
+
+        let fam = issue(&f, None).await;
+        assert!(f.table.lookup(&fam).await.unwrap().is_some());
+        f.store.revoke_family("fam", start).await.unwrap();
+        f.table.evict_family("fam");
+        assert!(f.table.lookup(&fam).await.unwrap().is_none());
+    }
+}
