@@ -12,6 +12,45 @@ async fn hubler() -> Gate {
     Gate::example("hubler", &[("HUBLER_ACCOUNT_SECRET", "hubble")]).await
 }
 
+#[tokio::test]
+async fn the_token_opens_hublers_public_apis() {
+    let up = common::Upstream::start().await;
+    let gate = Gate::example(
+        "hubler",
+        &[
+            ("HUBLER_ACCOUNT_SECRET", "hubble"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+        ],
+    )
+    .await;
+    let body = format!(r#"{{"account":"{ACCOUNT}","secret":"hubble","user_id":"{USER}"}}"#);
+    let token = json(post_json(&gate, &body).await).await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resp = gate
+        .client()
+        .get(gate.url("/v1/employees"))
+        .header("authorization", format!("Bearer {token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed = json(resp).await;
+    assert_eq!(echoed["headers"]["x-authgate-subject"], USER);
+    assert_eq!(echoed["headers"]["x-authgate-account-id"], ACCOUNT);
+    assert_eq!(echoed["headers"]["x-authgate-user-id"], USER);
+    assert_eq!(
+        gate.client()
+            .get(gate.url("/v1/employees"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+}
+
 async fn post_json(gate: &Gate, body: &str) -> reqwest::Response {
     gate.client()
         .post(gate.url("/v1/auth/token"))

@@ -534,7 +534,15 @@ async fn tokens_survive_a_restart() {
 /// Hub (seed 003), following its documented steps with `config/examples/hub.toml`.
 #[tokio::test]
 async fn hub_example_follows_the_seed() {
-    let gate = Gate::example("hub", &[("HUB_CLIENT_SECRET", "hub-secret-123")]).await;
+    let up = common::Upstream::start().await;
+    let gate = Gate::example(
+        "hub",
+        &[
+            ("HUB_CLIENT_SECRET", "hub-secret-123"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+        ],
+    )
+    .await;
     async fn steps(gate: &Gate) -> reqwest::Response {
         post_form(
             gate,
@@ -572,6 +580,31 @@ async fn hub_example_follows_the_seed() {
     let i = introspect(&gate, ("hub-reporting", "hub-secret-123"), &first).await;
     assert_eq!(i["sub"], "user-42");
     assert_eq!(i["scope"], "orders.read reports.read");
+    // "add an Authorization header with this bearer token": the API call goes through,
+    // and the upstream learns the user and their roles.
+    let resp = gate
+        .client()
+        .get(gate.url("/api/orders"))
+        .header("authorization", format!("Bearer {second}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed = json(resp).await;
+    assert_eq!(echoed["headers"]["x-authgate-subject"], "user-42");
+    assert_eq!(
+        echoed["headers"]["x-authgate-scope"],
+        "orders.read reports.read"
+    );
+    assert_eq!(
+        gate.client()
+            .get(gate.url("/api/orders"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
     // The default /oauth/token path is not served by this configuration.
     let resp = post_form(
         &gate,

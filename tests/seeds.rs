@@ -37,8 +37,19 @@ async fn seed_refresh(gate: &Gate, client: &str, scope: &str) -> String {
 /// hubiC: refresh with Basic, then with form credentials; JSON refused; the refresh
 /// token stays valid (no new one in the response).
 #[tokio::test]
-async fn hubic_token_side() {
-    let gate = Gate::example("hubic", &[("HUBIC_CLIENT_SECRET", "hubic-secret")]).await;
+async fn hubic_token_side_and_api_calls() {
+    let up = common::Upstream::start().await;
+    let url = up.url();
+    let gate = Gate::example(
+        "hubic",
+        &[
+            ("HUBIC_CLIENT_SECRET", "hubic-secret"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
+            ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
+            ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
+        ],
+    )
+    .await;
     let refresh = seed_refresh(&gate, "api_hubic_sandbox", "usage.r,account.r,links.wd").await;
     let creds = ("api_hubic_sandbox", "hubic-secret");
 
@@ -55,6 +66,47 @@ async fn hubic_token_side() {
     assert_eq!(v["expires_in"], 6 * 3600);
     assert!(v["access_token"].as_str().unwrap().starts_with("agat_"));
     assert!(v.get("refresh_token").is_none());
+
+    // "make your first call on hubic API … in the HTTP Authorization header, with the
+    // keyword Bearer": GET account (account.r), DELETE a link (links.wd), but no link
+    // listing (links.r was not granted).
+    let bearer = format!("Bearer {}", v["access_token"].as_str().unwrap());
+    let c = gate.client();
+    let resp = c
+        .get(gate.url("/1.0/account"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let echoed = json(resp).await;
+    assert_eq!(echoed["headers"]["x-authgate-subject"], "user@example.com");
+    let resp = c
+        .delete(gate.url("/1.0/account/links/x"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .get(gate.url("/1.0/account/links"))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("scope=\"links.r\""));
+    assert_eq!(
+        c.get(gate.url("/1.0/account/usage"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
 
     let resp = post_form(
         &gate,
@@ -91,8 +143,16 @@ async fn hubic_token_side() {
 /// HubSpot: credentials in the body at /oauth/v1/token; 30-minute tokens; refresh
 /// returns a new refresh token.
 #[tokio::test]
-async fn hubspot_token_side() {
-    let gate = Gate::example("hubspot", &[("HUBSPOT_CLIENT_SECRET", "hs-secret")]).await;
+async fn hubspot_token_side_and_api_calls() {
+    let up = common::Upstream::start().await;
+    let gate = Gate::example(
+        "hubspot",
+        &[
+            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+        ],
+    )
+    .await;
     let refresh = seed_refresh(&gate, "hubspot-app", "crm.objects.contacts.read").await;
     let resp = post_form(
         &gate,
@@ -112,6 +172,31 @@ async fn hubspot_token_side() {
     let next = v["refresh_token"].as_str().unwrap();
     assert!(next.starts_with("agrt_") && next != refresh);
     assert!(v.get("scope").is_none());
+
+    // "GET …/contacts/v1/lists/all/contacts/all Authorization: Bearer …", within the
+    // scopes defined at the outset: reading works, writing does not.
+    let bearer = format!("Bearer {}", v["access_token"].as_str().unwrap());
+    let c = gate.client();
+    let path = "/contacts/v1/lists/all/contacts/all";
+    let resp = c
+        .get(gate.url(path))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = c
+        .post(gate.url(path))
+        .header("authorization", &bearer)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("scope=\"crm.objects.contacts.write\""));
+    assert_eq!(up.hits(), 1);
 }
 
 mod oauth2_client {

@@ -190,6 +190,12 @@ pub enum Access {
     },
     /// Every item of this scope (empty: any valid token).
     Scopes(crate::scope::Scope),
+    /// Per method: every item of that method's scope; methods not listed get `other`
+    /// (`None`: 405).
+    MethodScopes {
+        methods: Vec<(http::Method, crate::scope::Scope)>,
+        other: Option<crate::scope::Scope>,
+    },
 }
 
 /// An upstream base URI: `http(s)://authority[/base/path]`.
@@ -688,7 +694,49 @@ impl Validator<'_> {
             ));
         }
         let public = r.public.unwrap_or(false);
+        let method_scopes = match r.method_scopes {
+            None => None,
+            Some(map) => {
+                if map.is_empty() {
+                    return Err(self.err(&key("method_scopes"), "must name at least one method"));
+                }
+                let mut methods = Vec::new();
+                for (m, list) in map {
+                    let method = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                        .map_err(|_| {
+                            self.err(&key("method_scopes"), format!("{m:?} is not a method"))
+                        })?;
+                    let scope = crate::scope::Scope::parse(&list.join(" ")).map_err(|e| {
+                        self.err(&format!("route[{i}].method_scopes.{m}"), e.to_string())
+                    })?;
+                    methods.push((method, scope));
+                }
+                Some(methods)
+            }
+        };
+        if method_scopes.is_some() && (public || r.perimeter.is_some()) {
+            return Err(self.err(
+                &key("method_scopes"),
+                "goes with scopes (as the default for other methods) or alone, not with perimeter or public",
+            ));
+        }
         let access = match (public, r.perimeter, r.scopes) {
+            (false, None, other) if method_scopes.is_some() => {
+                if r.level.is_some() {
+                    return Err(self.err(&key("level"), "level goes with perimeter"));
+                }
+                let other = match other {
+                    None => None,
+                    Some(list) => Some(
+                        crate::scope::Scope::parse(&list.join(" "))
+                            .map_err(|e| self.err(&key("scopes"), e.to_string()))?,
+                    ),
+                };
+                Access::MethodScopes {
+                    methods: method_scopes.unwrap_or_default(),
+                    other,
+                }
+            }
             (true, None, None) => {
                 if r.level.is_some() {
                     return Err(self.err(&key("level"), "a public route takes no level"));

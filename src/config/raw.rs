@@ -171,6 +171,7 @@ pub struct RawRoute {
     pub perimeter: Option<String>,
     pub level: Option<String>,
     pub scopes: Option<Vec<String>>,
+    pub method_scopes: Option<std::collections::BTreeMap<String, Vec<String>>>,
     pub token_headers: Option<Vec<String>>,
     pub allow_query_token: Option<bool>,
     pub pass_token: Option<bool>,

@@ -164,6 +164,23 @@ fn routes_are_validated() {
         ok.routes[0].token_headers,
         Some(vec![TokenHeader::XAccessToken])
     );
+    let ms = parse(&format!("{NO_TLS}[[route]]\npath = \"/\"\nupstream = \"http://a\"\n[route.method_scopes]\nget = [\"c.read\"]\nPOST = [\"c.write\"]")).unwrap();
+    match &ms.routes[0].access {
+        Access::MethodScopes { methods, other } => {
+            assert_eq!(methods.len(), 2);
+            assert!(methods.iter().any(|(m, _)| m == http::Method::GET));
+            assert!(other.is_none());
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(route(
+        "path = \"/\"\nupstream = \"http://a\"\nperimeter = \"x\"\n[route.method_scopes]\nGET = []"
+    )
+    .contains("route[0].method_scopes"));
+    assert!(
+        route("path = \"/\"\nupstream = \"http://a\"\n[route.method_scopes]\n\"G E T\" = []")
+            .contains("not a method")
+    );
     assert!(err(&format!("{NO_TLS}[auth]\ntoken_headers = []")).contains("auth.token_headers"));
     assert!(err(&format!("{NO_TLS}[auth]\nrealm = \"a\\\"b\"")).contains("auth.realm"));
     assert!(err(&format!("{NO_TLS}[store]\ncache_ttl = \"0s\"")).contains("store.cache_ttl"));

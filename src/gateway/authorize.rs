@@ -20,13 +20,14 @@ pub struct Authorized {
 pub fn check(access: &Access, method: &Method, token: &CachedToken) -> Result<(), GatewayError> {
     match access {
         Access::Public => Ok(()),
-        Access::Scopes(required) => {
-            if required.is_subset_of(&token.scope) {
-                Ok(())
-            } else {
-                Err(GatewayError::InsufficientScope {
-                    scope: required.to_string(),
-                })
+        Access::Scopes(required) => need(required, token),
+        Access::MethodScopes { methods, other } => {
+            match methods.iter().find(|(m, _)| m == method) {
+                Some((_, required)) => need(required, token),
+                None => match other {
+                    Some(required) => need(required, token),
+                    None => Err(GatewayError::MethodNotAllowed),
+                },
             }
         }
         Access::Perimeter { resource, level } => {
@@ -45,6 +46,16 @@ pub fn check(access: &Access, method: &Method, token: &CachedToken) -> Result<()
                 },
             })
         }
+    }
+}
+
+fn need(required: &crate::scope::Scope, token: &CachedToken) -> Result<(), GatewayError> {
+    if required.is_subset_of(&token.scope) {
+        Ok(())
+    } else {
+        Err(GatewayError::InsufficientScope {
+            scope: required.to_string(),
+        })
     }
 }
 
@@ -120,6 +131,30 @@ mod tests {
         assert!(check(&need(""), &Method::GET, &t).is_ok());
         assert!(check(&need("profile_with_email"), &Method::GET, &t).is_err());
         let hs = token("crm.objects.contacts.read oauth");
+        let per_method = Access::MethodScopes {
+            methods: vec![
+                (
+                    Method::GET,
+                    Scope::parse("crm.objects.contacts.read").unwrap(),
+                ),
+                (
+                    Method::POST,
+                    Scope::parse("crm.objects.contacts.write").unwrap(),
+                ),
+            ],
+            other: None,
+        };
+        assert!(check(&per_method, &Method::GET, &hs).is_ok());
+        assert_eq!(
+            check(&per_method, &Method::POST, &hs),
+            Err(GatewayError::InsufficientScope {
+                scope: "crm.objects.contacts.write".into()
+            })
+        );
+        assert_eq!(
+            check(&per_method, &Method::DELETE, &hs),
+            Err(GatewayError::MethodNotAllowed)
+        );
         assert!(check(&need("crm.objects.contacts.read"), &Method::GET, &hs).is_ok());
         assert!(check(&need("crm.objects.contacts.write"), &Method::GET, &hs).is_err());
     }
