@@ -48,6 +48,7 @@ fn hot_path(c: &mut Criterion) {
             cache_capacity: 1000,
             cache_ttl: Duration::from_secs(3600),
             negative_cache_ttl: Duration::from_secs(5),
+            revocation_poll: Duration::from_secs(1),
         };
         let table = TokenTable::new(store, codec, authgate::oauth::system_clock(), &cfg);
         assert!(

@@ -51,6 +51,7 @@ pub enum ServerError {
 /// A bound, not yet serving, authgate.
 pub struct Server {
     gateway: Arc<Gateway>,
+    tokens: Arc<crate::token_table::TokenTable>,
     https: Option<(TcpListener, TlsAcceptor, Duration)>,
     http: Option<(TcpListener, HttpMode)>,
 }
@@ -114,9 +115,15 @@ impl Server {
             .as_ref()
             .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
             .map(|a| a.port());
-        let gateway = Arc::new(Gateway::new(Arc::new(config), https_port, oauth, tokens)?);
+        let gateway = Arc::new(Gateway::new(
+            Arc::new(config),
+            https_port,
+            oauth,
+            tokens.clone(),
+        )?);
         Ok(Server {
             gateway,
+            tokens,
             https,
             http,
         })
@@ -137,6 +144,11 @@ impl Server {
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let cfg = self.gateway.config().server.clone();
+        let store_cfg = &self.gateway.config().store;
+        let watcher = self.tokens.clone().watch_revocations(
+            store_cfg.revocation_poll,
+            (store_cfg.cache_ttl * 4).max(Duration::from_secs(3600)),
+        );
         let max = cfg.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -164,6 +176,7 @@ impl Server {
         self.gateway.start_draining();
         let _ = stop_tx.send(true);
         let _ = acceptor.await;
+        watcher.abort();
         // Every open connection holds a permit: all permits back means all drained.
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(cfg.shutdown_grace, permits.acquire_many(all)).await;

@@ -22,7 +22,7 @@ use moka::Expiry;
 use crate::config::StoreConfig;
 use crate::oauth::Clock;
 use crate::scope::Scope;
-use crate::store::{Store, StoreError, TokenKind};
+use crate::store::{Revocation, Store, StoreError, TokenKind};
 use crate::token::{self, Codec, Kind, TokenHash};
 
 /// What the gateway knows about a valid access token.
@@ -148,6 +148,73 @@ impl TokenTable {
         }
     }
 
+    /// Forgets every token of a client (it was removed).
+    pub fn evict_client(&self, client_id: &str) {
+        let client_id = client_id.to_owned();
+        if let Err(e) = self.cache.invalidate_entries_if(
+            move |_, v| matches!(v, Entry::Valid(t) if t.client_id == client_id),
+        ) {
+            tracing::error!(error = %e, "cannot evict a client's tokens; they expire with cache_ttl");
+        }
+    }
+
+    async fn apply(&self, revocation: &Revocation) {
+        match revocation {
+            Revocation::Token(h) => self.evict(h).await,
+            Revocation::Family(f) => self.evict_family(f),
+            Revocation::Client(c) => self.evict_client(c),
+        }
+    }
+
+    /// Follows the store's revocation log every `every`, so revocations made by other
+    /// processes sharing the store (`authgate token revoke`, other instances) evict here
+    /// within that time. Log entries older than `keep` are pruned now and then.
+    pub fn watch_revocations(
+        self: Arc<Self>,
+        every: Duration,
+        keep: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut seq = None;
+            let mut polls: u64 = 0;
+            let mut failing = false;
+            loop {
+                match self.store.revocations_since(seq).await {
+                    Ok((latest, entries)) => {
+                        for r in &entries {
+                            self.apply(r).await;
+                        }
+                        if !entries.is_empty() {
+                            tracing::debug!(
+                                count = entries.len(),
+                                "revocations from the store applied"
+                            );
+                        }
+                        if failing {
+                            tracing::info!("revocation log readable again");
+                            failing = false;
+                        }
+                        seq = Some(latest);
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot read the revocation log; cached tokens stay valid up to store.cache_ttl");
+                            failing = true;
+                        }
+                    }
+                }
+                polls += 1;
+                if polls % 600 == 0 {
+                    let before = (self.clock)().saturating_sub(keep.as_secs() as i64);
+                    if let Err(e) = self.store.prune_revocations(before).await {
+                        tracing::debug!(error = %e, "cannot prune the revocation log");
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        })
+    }
+
     /// Entries cached now (approximate).
     pub fn len(&self) -> u64 {
         self.cache.entry_count()
@@ -231,6 +298,15 @@ mod tests {
         ) -> Result<Vec<TokenRecord>, StoreError> {
             self.inner.list_tokens(c, l).await
         }
+        async fn revocations_since(
+            &self,
+            seq: Option<i64>,
+        ) -> Result<(i64, Vec<crate::store::Revocation>), StoreError> {
+            self.inner.revocations_since(seq).await
+        }
+        async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
+            self.inner.prune_revocations(before).await
+        }
     }
 
     struct Fixture {
@@ -256,6 +332,7 @@ mod tests {
             cache_capacity: 10_000,
             cache_ttl: Duration::from_secs(3600),
             negative_cache_ttl: Duration::from_secs(3600),
+            revocation_poll: Duration::from_secs(1),
         };
         let table = Arc::new(TokenTable::new(store.clone(), codec.clone(), clock, &cfg));
         Fixture {

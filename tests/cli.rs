@@ -438,3 +438,50 @@ async fn every_token_a_client_received_survives_kill_9() {
         assert_eq!(v["active"], true, "a token lost in the crash");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cli_revocation_reaches_the_running_gateway_within_the_poll() {
+    let up = Upstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = serve_config(
+        dir.path(),
+        &format!(
+            "revocation_poll = \"200ms\"\n\
+             [[client]]\nid = \"svc\"\nsecret = \"svc-secret\"\nscopes = \"profile\"\n\
+             [[route]]\npath = \"/\"\nupstream = \"{}\"\nscopes = []\n",
+            up.url()
+        ),
+    );
+    // serve_config ends inside the [store] table, so revocation_poll lands in it.
+    let (_child, addr, _early, _logs) = spawn_serving(dir.path(), &config);
+    let http = insecure_client();
+    let token = common::json(client_credentials(&http, addr, "svc", "svc-secret").await).await
+        ["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call = || {
+        http.get(format!("https://{addr}/api"))
+            .bearer_auth(&token)
+            .send()
+    };
+    assert_eq!(call().await.unwrap().status(), 200, "cached now");
+
+    let out = authgate(
+        dir.path(),
+        &["--config", "authgate.toml", "token", "revoke", &token],
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "revoked");
+    let started = Instant::now();
+    loop {
+        let status = call().await.unwrap().status();
+        if status == 401 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still {status} after a CLI revoke"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

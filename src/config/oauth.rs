@@ -17,6 +17,8 @@ pub struct StoreConfig {
     pub cache_ttl: Duration,
     /// How long an unknown/revoked token is remembered as such.
     pub negative_cache_ttl: Duration,
+    /// How often the revocation log is read (revocations by other processes).
+    pub revocation_poll: Duration,
 }
 
 /// Where proxied requests carry their token.
@@ -218,6 +220,7 @@ pub(super) fn store(file: &str, raw: RawStore) -> Result<StoreConfig, ConfigErro
         cache_capacity,
         cache_ttl: duration("store.cache_ttl", raw.cache_ttl, "30s")?,
         negative_cache_ttl: duration("store.negative_cache_ttl", raw.negative_cache_ttl, "5s")?,
+        revocation_poll: duration("store.revocation_poll", raw.revocation_poll, "1s")?,
     })
 }
 

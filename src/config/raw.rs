@@ -37,6 +37,7 @@ pub struct RawStore {
     pub cache_capacity: Option<u64>,
     pub cache_ttl: Option<String>,
     pub negative_cache_ttl: Option<String>,
+    pub revocation_poll: Option<String>,
 }
 
 /// `[auth]`: how proxied requests present and prove their token.

@@ -123,6 +123,17 @@ pub enum Rotation {
     Invalid,
 }
 
+/// One entry of the revocation log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// One token.
+    Token(TokenHash),
+    /// Every token of a grant.
+    Family(String),
+    /// Every token of a client.
+    Client(String),
+}
+
 /// The storage interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -163,6 +174,14 @@ pub trait Store: Send + Sync + 'static {
         keep_old: bool,
         now: i64,
     ) -> Result<Rotation, StoreError>;
+    /// Revocations logged after `seq`, with the newest sequence number (pass it next
+    /// time). `seq = None` returns no entries, only the current newest number.
+    async fn revocations_since(
+        &self,
+        seq: Option<i64>,
+    ) -> Result<(i64, Vec<Revocation>), StoreError>;
+    /// Deletes revocation log entries older than `before` (unix seconds).
+    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError>;
     /// Tokens, newest first, optionally for one client.
     async fn list_tokens(
         &self,

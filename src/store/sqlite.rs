@@ -12,7 +12,7 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{ClientRecord, Rotation, Store, StoreError, TokenKind, TokenRecord};
+use super::{ClientRecord, Revocation, Rotation, Store, StoreError, TokenKind, TokenRecord};
 use crate::secret::SecretKey;
 use crate::token::TokenHash;
 
@@ -104,6 +104,27 @@ fn client_from_row(row: &SqliteRow) -> Result<ClientRecord, StoreError> {
             .map_err(|e| StoreError::Corrupt(format!("client settings: {e}")))?,
         created_at: row.try_get("created_at")?,
     })
+}
+
+/// Appends to the revocation log inside the caller's transaction.
+async fn log_revocation(
+    tx: &mut sqlx::SqliteConnection,
+    what: &Revocation,
+    now: i64,
+) -> Result<(), StoreError> {
+    let (hash, family, client) = match what {
+        Revocation::Token(h) => (Some(h.0.to_vec()), None, None),
+        Revocation::Family(f) => (None, Some(f.as_str()), None),
+        Revocation::Client(c) => (None, None, Some(c.as_str())),
+    };
+    sqlx::query("INSERT INTO revocations (hash, family, client_id, at) VALUES (?, ?, ?, ?)")
+        .bind(hash)
+        .bind(family)
+        .bind(client)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 const TOKEN_COLUMNS: &str = "hash, kind, client_id, subject, scope, family, parent, extra, \
@@ -216,6 +237,7 @@ impl Store for SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        log_revocation(&mut tx, &Revocation::Client(id.to_owned()), now).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
@@ -269,17 +291,25 @@ impl Store for SqliteStore {
             .bind(&hash.0[..]),
         };
         query.execute(&mut *tx).await?;
+        let logged = match record.kind {
+            TokenKind::Refresh => Revocation::Family(record.family.clone()),
+            TokenKind::Access => Revocation::Token(*hash),
+        };
+        log_revocation(&mut tx, &logged, now).await?;
         tx.commit().await?;
         Ok(Some(record))
     }
 
     async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
                 .bind(now)
                 .bind(family)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+        log_revocation(&mut tx, &Revocation::Family(family.to_owned()), now).await?;
+        tx.commit().await?;
         Ok(done.rows_affected())
     }
 
@@ -310,6 +340,7 @@ impl Store for SqliteStore {
                 .bind(&record.family)
                 .execute(&mut *tx)
                 .await?;
+            log_revocation(&mut tx, &Revocation::Family(record.family.clone()), now).await?;
             tx.commit().await?;
             return Ok(Rotation::Reused {
                 family: record.family,
@@ -328,6 +359,51 @@ impl Store for SqliteStore {
         insert_tokens_in(&mut tx, new).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated)
+    }
+
+    async fn revocations_since(
+        &self,
+        seq: Option<i64>,
+    ) -> Result<(i64, Vec<Revocation>), StoreError> {
+        let latest: Option<i64> = sqlx::query("SELECT MAX(seq) AS m FROM revocations")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("m")?;
+        let latest = latest.unwrap_or(0);
+        let Some(after) = seq else {
+            return Ok((latest, Vec::new()));
+        };
+        if after >= latest {
+            return Ok((latest, Vec::new()));
+        }
+        let rows = sqlx::query(
+            "SELECT seq, hash, family, client_id FROM revocations WHERE seq > ? AND seq <= ? ORDER BY seq",
+        )
+        .bind(after)
+        .bind(latest)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let hash: Option<Vec<u8>> = row.try_get("hash")?;
+            let family: Option<String> = row.try_get("family")?;
+            let client: Option<String> = row.try_get("client_id")?;
+            out.push(match (hash, family, client) {
+                (Some(h), _, _) => Revocation::Token(hash_from(h)?),
+                (None, Some(f), _) => Revocation::Family(f),
+                (None, None, Some(c)) => Revocation::Client(c),
+                _ => return Err(StoreError::Corrupt("empty revocation entry".into())),
+            });
+        }
+        Ok((latest, out))
+    }
+
+    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM revocations WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
     }
 
     async fn list_tokens(

@@ -30,6 +30,8 @@ fn record(kind: TokenKind, value: &str, family: &str, expires: Option<i64>) -> T
 
 async fn contract(store: std::sync::Arc<dyn Store>) {
     store.ping().await.unwrap();
+    let (start, none) = store.revocations_since(None).await.unwrap();
+    assert!(none.is_empty());
     // The key is created once and then stable.
     let k1 = store.token_key().await.unwrap();
     let k2 = store.token_key().await.unwrap();
@@ -135,15 +137,35 @@ async fn contract(store: std::sync::Arc<dyn Store>) {
         assert_eq!(out, Rotation::Rotated);
     }
 
-    // Revoking a refresh token revokes what it issued.
+    // Revoking a refresh token revokes its whole grant, even access tokens issued with
+    // an earlier refresh token of the family; revoking an access token only revokes it.
     let r = record(TokenKind::Refresh, "r5", "f5", None);
     let mut a = record(TokenKind::Access, "a5", "f5", None);
     a.parent = Some(r.hash);
-    store.insert_tokens(&[r.clone(), a.clone()]).await.unwrap();
+    let earlier = record(TokenKind::Access, "a4", "f5", None);
+    let unrelated = record(TokenKind::Access, "a6", "f6", None);
+    store
+        .insert_tokens(&[r.clone(), a.clone(), earlier.clone(), unrelated.clone()])
+        .await
+        .unwrap();
+    store.revoke_token(&unrelated.hash, 70).await.unwrap();
+    assert_eq!(
+        store.get_token(&a.hash).await.unwrap().unwrap().revoked_at,
+        None
+    );
     let was = store.revoke_token(&r.hash, 77).await.unwrap().unwrap();
     assert_eq!(was.revoked_at, None);
     assert_eq!(
         store.get_token(&a.hash).await.unwrap().unwrap().revoked_at,
+        Some(77)
+    );
+    assert_eq!(
+        store
+            .get_token(&earlier.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
         Some(77)
     );
     assert!(store
@@ -157,6 +179,24 @@ async fn contract(store: std::sync::Arc<dyn Store>) {
         .list_tokens(Some("other"), 100)
         .await
         .unwrap()
+        .is_empty());
+
+    // Every revocation above was logged, in order, for other processes to evict.
+    let (latest, log) = store.revocations_since(Some(start)).await.unwrap();
+    assert!(latest > start);
+    assert_eq!(
+        log,
+        vec![
+            Revocation::Family("f1".into()),
+            Revocation::Token(unrelated.hash),
+            Revocation::Family("f5".into()),
+        ]
+    );
+    assert!(store
+        .revocations_since(Some(latest))
+        .await
+        .unwrap()
+        .1
         .is_empty());
 
     // Deleting a client revokes its tokens.
