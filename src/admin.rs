@@ -191,6 +191,8 @@ mod tests {
             rotate_refresh_tokens: true,
             public: false,
             subject: Some("user-7".into()),
+            pkce: None,
+            token_response_extra: false,
         }
     }
 

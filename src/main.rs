@@ -229,6 +229,8 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
                         rotate_refresh_tokens: !no_rotate,
                         public,
                         subject,
+                        pkce: None,
+                        token_response_extra: false,
                     },
                 };
                 admin::add_client(&store, &codec, new, now())

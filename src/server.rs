@@ -82,22 +82,13 @@ impl Server {
         store: std::sync::Arc<dyn crate::store::Store>,
     ) -> Result<Server, ServerError> {
         let codec = crate::token::Codec::new(store.token_key().await?);
-        let clients = crate::oauth::client::Clients::new(&config.clients, store.clone());
         let tokens = Arc::new(crate::token_table::TokenTable::new(
             store.clone(),
             codec.clone(),
             clock.clone(),
             &config.store,
         ));
-        let oauth = crate::oauth::OAuth::new(
-            config.oauth.clone(),
-            clients,
-            config.accounts.clone(),
-            store,
-            codec,
-            clock,
-            tokens.clone(),
-        );
+        let oauth = crate::oauth::OAuth::new(&config, store, codec, clock, tokens.clone());
         let https = match (&config.tls, config.server.https) {
             (Some(tls), Some(addr)) => {
                 ensure_dev_cert(tls)?;

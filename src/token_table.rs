@@ -298,6 +298,16 @@ mod tests {
         ) -> Result<Vec<TokenRecord>, StoreError> {
             self.inner.list_tokens(c, l).await
         }
+        async fn insert_code(&self, c: &crate::store::CodeRecord) -> Result<(), StoreError> {
+            self.inner.insert_code(c).await
+        }
+        async fn redeem_code(
+            &self,
+            h: &TokenHash,
+            now: i64,
+        ) -> Result<crate::store::Redeem, StoreError> {
+            self.inner.redeem_code(h, now).await
+        }
         async fn revocations_since(
             &self,
             seq: Option<i64>,

@@ -496,7 +496,16 @@ async fn metadata_lists_what_is_supported() {
     );
     assert_eq!(
         v["grant_types_supported"],
-        serde_json::json!(["client_credentials", "refresh_token"])
+        serde_json::json!(["authorization_code", "client_credentials", "refresh_token"])
+    );
+    assert_eq!(
+        v["authorization_endpoint"],
+        format!("{issuer}/oauth/authorize")
+    );
+    assert_eq!(v["response_types_supported"], serde_json::json!(["code"]));
+    assert_eq!(
+        v["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
     );
     assert_eq!(
         v["token_endpoint_auth_methods_supported"],

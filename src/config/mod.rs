@@ -21,7 +21,7 @@ use ipnet::IpNet;
 
 pub use oauth::{
     is_object_id, AccountConfig, AuthConfig, ClientConfig, OAuthConfig, StoreConfig, TokenHeader,
-    Ttl,
+    Ttl, UserConfig,
 };
 pub use raw::RawConfig;
 
@@ -70,6 +70,8 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     /// Accounts for the account + secret grant.
     pub accounts: Vec<AccountConfig>,
+    /// Users who can log in on the authorize page.
+    pub users: Vec<UserConfig>,
     pub routes: Vec<RouteConfig>,
     /// `Strict-Transport-Security` for every response that reached the client over HTTPS
     /// (directly, or through a trusted TLS-terminating proxy when `server.https = "off"`).
@@ -412,6 +414,7 @@ impl Config {
             .collect();
         own_paths.push(("oauth.revoke_path".into(), &oauth_cfg.revoke_path));
         own_paths.push(("oauth.introspect_path".into(), &oauth_cfg.introspect_path));
+        own_paths.push(("oauth.authorize_path".into(), &oauth_cfg.authorize_path));
         if let Some(p) = &oauth_cfg.account_token_path {
             own_paths.push(("oauth.account_token_path".into(), p));
         }
@@ -454,6 +457,20 @@ impl Config {
                 ));
             }
         }
+        let users = raw
+            .user
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| oauth::user(file, i, u, vars))
+            .collect::<Result<Vec<_>, _>>()?;
+        for (i, u) in users.iter().enumerate() {
+            if users[..i].iter().any(|o| o.name == u.name) {
+                return Err(v.err(
+                    &format!("user[{i}].name"),
+                    format!("{:?} is declared twice", u.name),
+                ));
+            }
+        }
         if !accounts.is_empty() && oauth_cfg.account_token_path.is_none() {
             return Err(v.err(
                 "oauth.account_token_path",
@@ -472,6 +489,7 @@ impl Config {
             oauth: oauth_cfg,
             clients,
             accounts,
+            users,
             routes,
             hsts,
         })

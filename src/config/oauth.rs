@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::raw::{RawAccount, RawAuth, RawClient, RawOAuth, RawStore};
+use super::raw::{RawAccount, RawAuth, RawClient, RawOAuth, RawStore, RawUser};
 use super::{ConfigError, ServerConfig};
 use crate::oauth::client::{ClientSettings, SecretHash};
 
@@ -151,6 +151,78 @@ pub struct OAuthConfig {
     pub refresh_token_ttl: Ttl,
     /// Where the account + secret grant is served; `None`: not served.
     pub account_token_path: Option<String>,
+    /// The authorization endpoint (login + consent page).
+    pub authorize_path: String,
+    /// Lifetime of authorization codes.
+    pub code_ttl: Duration,
+    /// Accept `code_challenge_method=plain` (RFC 7636 allows it; off by default).
+    pub allow_plain_pkce: bool,
+}
+
+/// One validated `[[user]]`.
+#[derive(Debug, Clone)]
+pub struct UserConfig {
+    pub name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// What the user may grant; `None`: whatever the client may have.
+    pub scope: Option<crate::scope::Scope>,
+    /// Bound resource ids and names, e.g. `account_id`, `location_name`.
+    pub resources: std::collections::BTreeMap<String, String>,
+}
+
+pub(super) fn user(
+    file: &str,
+    i: usize,
+    raw: RawUser,
+    vars: &dyn Fn(&str) -> Option<String>,
+) -> Result<UserConfig, ConfigError> {
+    let key = |k: &str| format!("user[{i}].{k}");
+    let name = raw
+        .name
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| err(file, &key("name"), "missing: every user needs a name"))?;
+    let password_hash =
+        match (raw.password_hash, raw.password_env) {
+            (Some(h), None) => {
+                crate::oauth::password::check_phc(&h)
+                    .map_err(|e| err(file, &key("password_hash"), e))?;
+                h
+            }
+            (None, Some(var)) => {
+                let pw = vars(&var).ok_or_else(|| {
+                    err(
+                        file,
+                        &key("password_env"),
+                        format!("environment variable {var} is not set"),
+                    )
+                })?;
+                crate::oauth::password::hash(&pw).map_err(|e| err(file, &key("password_env"), e))?
+            }
+            (None, None) => return Err(err(
+                file,
+                &key("password_hash"),
+                "missing: set password_hash (from `authgate user hash-password`) or password_env",
+            )),
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    file,
+                    &key("password_hash"),
+                    "set password_hash or password_env, not both",
+                ))
+            }
+        };
+    let scope = raw
+        .scopes
+        .map(|s| crate::scope::Scope::parse(&s))
+        .transpose()
+        .map_err(|e| err(file, &key("scopes"), e.to_string()))?;
+    Ok(UserConfig {
+        name,
+        password_hash,
+        scope,
+        resources: raw.resources.unwrap_or_default(),
+    })
 }
 
 /// One validated `[[account]]`.
@@ -311,6 +383,18 @@ pub(super) fn oauth(
             .account_token_path
             .map(|p| path(file, "oauth.account_token_path", p))
             .transpose()?,
+        authorize_path: path(
+            file,
+            "oauth.authorize_path",
+            raw.authorize_path
+                .unwrap_or_else(|| "/oauth/authorize".into()),
+        )?,
+        code_ttl: match Ttl::parse(raw.code_ttl.as_deref().unwrap_or("10m")) {
+            Ok(Ttl::After(d)) => d,
+            Ok(Ttl::Never) => return Err(err(file, "oauth.code_ttl", "codes must expire")),
+            Err(e) => return Err(err(file, "oauth.code_ttl", e)),
+        },
+        allow_plain_pkce: raw.allow_plain_pkce.unwrap_or(false),
     })
 }
 
@@ -448,6 +532,8 @@ pub(super) fn client(
         rotate_refresh_tokens: raw.rotate_refresh_tokens.unwrap_or(true),
         public,
         subject: raw.subject,
+        pkce: raw.pkce,
+        token_response_extra: raw.token_response_extra.unwrap_or(false),
     };
     settings
         .validate()

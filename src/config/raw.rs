@@ -26,6 +26,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub account: Vec<RawAccount>,
     #[serde(default)]
+    pub user: Vec<RawUser>,
+    #[serde(default)]
     pub route: Vec<RawRoute>,
 }
 
@@ -60,6 +62,20 @@ pub struct RawOAuth {
     pub access_token_ttl: Option<String>,
     pub refresh_token_ttl: Option<String>,
     pub account_token_path: Option<String>,
+    pub authorize_path: Option<String>,
+    pub code_ttl: Option<String>,
+    pub allow_plain_pkce: Option<bool>,
+}
+
+/// `[[user]]`: a resource owner who can log in on the authorize page.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Option<String>,
+    pub password_hash: Option<String>,
+    pub password_env: Option<String>,
+    pub scopes: Option<String>,
+    pub resources: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[[account]]`: an account that gets tokens with its id and secret (Hubler style).
@@ -93,6 +109,8 @@ pub struct RawClient {
     pub rotate_refresh_tokens: Option<bool>,
     pub public: Option<bool>,
     pub subject: Option<String>,
+    pub pkce: Option<String>,
+    pub token_response_extra: Option<bool>,
 }
 
 /// `[server]`: listeners and limits.

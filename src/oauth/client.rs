@@ -76,17 +76,23 @@ impl std::fmt::Display for SecretHash {
 /// Grant types a client may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GrantType {
+    AuthorizationCode,
     ClientCredentials,
     RefreshToken,
 }
 
 impl GrantType {
     /// All supported grants, as advertised in the metadata document.
-    pub const ALL: [GrantType; 2] = [GrantType::ClientCredentials, GrantType::RefreshToken];
+    pub const ALL: [GrantType; 3] = [
+        GrantType::AuthorizationCode,
+        GrantType::ClientCredentials,
+        GrantType::RefreshToken,
+    ];
 
     /// The `grant_type` value.
     pub fn as_str(self) -> &'static str {
         match self {
+            GrantType::AuthorizationCode => "authorization_code",
             GrantType::ClientCredentials => "client_credentials",
             GrantType::RefreshToken => "refresh_token",
         }
@@ -115,6 +121,12 @@ pub struct ClientSettings {
     pub public: bool,
     /// The user or account this client acts for (e.g. a Hub API client's user).
     pub subject: Option<String>,
+    /// `"required"` or `"optional"` (default; public clients always need PKCE).
+    #[serde(default)]
+    pub pkce: Option<String>,
+    /// Add the bound resource ids and names to token responses (HubRise).
+    #[serde(default)]
+    pub token_response_extra: bool,
 }
 
 /// A usable client.
@@ -131,7 +143,13 @@ pub struct Client {
     pub rotate_refresh_tokens: bool,
     pub public: bool,
     pub subject: Option<String>,
+    /// PKCE is mandatory (always for public clients).
+    pub pkce_required: bool,
+    pub token_response_extra: bool,
 }
+
+/// The out-of-band redirect URI of installed apps (the code is shown on a page).
+pub const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
 
 impl ClientSettings {
     /// Checks the settings; the error names the offending key.
@@ -142,9 +160,31 @@ impl ClientSettings {
             Ttl::parse(t).map_err(|e| ("access_token_ttl", e))?;
         }
         for u in &self.redirect_uris {
-            if u.parse::<http::Uri>().is_err() {
-                return Err(("redirect_uris", format!("{u:?} is not a URI")));
+            let ok = u == OOB
+                || u.parse::<http::Uri>().is_ok_and(|p| {
+                    p.scheme().is_some() && p.authority().is_some() && !u.contains('#')
+                });
+            if !ok {
+                return Err((
+                    "redirect_uris",
+                    format!("{u:?} is not an absolute URI without fragment (or {OOB})"),
+                ));
             }
+        }
+        match self.pkce.as_deref() {
+            None | Some("required") | Some("optional") => {}
+            Some(other) => {
+                return Err((
+                    "pkce",
+                    format!("{other:?}: expected \"required\" or \"optional\""),
+                ))
+            }
+        }
+        if self.grants.iter().any(|g| g == "authorization_code") && self.redirect_uris.is_empty() {
+            return Err((
+                "redirect_uris",
+                "authorization_code needs at least one registered redirect URI".into(),
+            ));
         }
         if self.public && self.grants.iter().any(|g| g == "client_credentials") {
             return Err((
@@ -163,13 +203,11 @@ impl ClientSettings {
             .iter()
             .map(|g| match GrantType::parse(g) {
                 Some(t) => Ok(t),
-                None if g == "authorization_code" => Err((
-                    "grants",
-                    "authorization_code arrives with the authorization endpoint, which this build does not have yet".into(),
-                )),
                 None => Err((
                     "grants",
-                    format!("{g:?} is not one of client_credentials, refresh_token"),
+                    format!(
+                        "{g:?} is not one of authorization_code, client_credentials, refresh_token"
+                    ),
                 )),
             })
             .collect()
@@ -200,6 +238,8 @@ impl ClientSettings {
             rotate_refresh_tokens: self.rotate_refresh_tokens,
             public: self.public,
             subject: self.subject,
+            pkce_required: self.public || self.pkce.as_deref() == Some("required"),
+            token_response_extra: self.token_response_extra,
         })
     }
 }
@@ -299,6 +339,8 @@ mod tests {
             rotate_refresh_tokens: true,
             public: false,
             subject: None,
+            pkce: None,
+            token_response_extra: false,
         }
     }
 
@@ -308,11 +350,20 @@ mod tests {
             .validate()
             .is_ok());
         assert_eq!(settings(&[]).validate().unwrap_err().0, "grants");
-        assert!(settings(&["authorization_code"])
-            .validate()
-            .unwrap_err()
-            .1
-            .contains("authorization endpoint"));
+        assert_eq!(
+            settings(&["authorization_code"]).validate().unwrap_err().0,
+            "redirect_uris"
+        );
+        let mut with_uri = settings(&["authorization_code"]);
+        with_uri.redirect_uris = vec!["https://app.example/cb".into(), OOB.into()];
+        assert!(with_uri.validate().is_ok());
+        with_uri.redirect_uris = vec!["/relative".into()];
+        assert_eq!(with_uri.validate().unwrap_err().0, "redirect_uris");
+        with_uri.redirect_uris = vec!["https://app.example/cb#frag".into()];
+        assert_eq!(with_uri.validate().unwrap_err().0, "redirect_uris");
+        with_uri.redirect_uris = vec!["https://app.example/cb".into()];
+        with_uri.pkce = Some("sometimes".into());
+        assert_eq!(with_uri.validate().unwrap_err().0, "pkce");
         assert_eq!(settings(&["password"]).validate().unwrap_err().0, "grants");
         let mut s = settings(&["client_credentials"]);
         s.scopes = "location[a.r],account[b.r]".into();

@@ -21,6 +21,30 @@ pub struct Issued {
     pub scope: Scope,
     /// Whether `scope` differs from what was requested (then the response names it).
     pub scope_changed: bool,
+    /// Bound resource ids and names, for clients with `token_response_extra`.
+    pub extra: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Checks a PKCE verifier against a stored `S256:…` or `plain:…` challenge (RFC 7636).
+pub fn pkce_matches(stored: &str, verifier: &str) -> bool {
+    use base64::Engine;
+    use sha2::Digest;
+    use subtle::ConstantTimeEq;
+    let valid = (43..=128).contains(&verifier.len())
+        && verifier
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+    if !valid {
+        return false;
+    }
+    let computed = match stored.split_once(':') {
+        Some(("S256", _)) => base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(sha2::Sha256::digest(verifier.as_bytes())),
+        Some(("plain", _)) => verifier.to_owned(),
+        _ => return false,
+    };
+    let expected = stored.split_once(':').map_or("", |(_, c)| c);
+    bool::from(computed.as_bytes().ct_eq(expected.as_bytes()))
 }
 
 fn requested_scope(form_scope: Option<&str>) -> Result<Option<Scope>, OAuthError> {
@@ -31,7 +55,7 @@ fn requested_scope(form_scope: Option<&str>) -> Result<Option<Scope>, OAuthError
 }
 
 impl OAuth {
-    fn access_record(
+    pub(super) fn access_record(
         &self,
         client: &Client,
         value: &Secret,
@@ -96,6 +120,7 @@ impl OAuth {
                 .as_ref()
                 .map_or(!granted.is_empty(), |r| *r != granted),
             scope: granted,
+            extra: None,
         })
     }
 
@@ -179,6 +204,7 @@ impl OAuth {
                 scope_changed: requested
                     .map_or(original.to_string() != old.scope, |r| r != original),
                 scope: granted,
+                extra: client.token_response_extra.then(|| old.extra.clone()),
             }),
             Rotation::Reused { family } => {
                 tracing::warn!(client_id = %client.id, %family, "refresh token replayed: its grant was revoked");
@@ -190,5 +216,24 @@ impl OAuth {
             }
             Rotation::Invalid => Err(invalid()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pkce_matches;
+
+    #[test]
+    fn pkce_s256_follows_rfc_7636_appendix_b() {
+        let verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        let challenge = "S256:E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        assert!(pkce_matches(challenge, verifier));
+        assert!(!pkce_matches(
+            challenge,
+            "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX"
+        ));
+        assert!(!pkce_matches(challenge, "short"));
+        assert!(pkce_matches(&format!("plain:{verifier}"), verifier));
+        assert!(!pkce_matches(&format!("md5:{verifier}"), verifier));
     }
 }

@@ -24,9 +24,10 @@ impl OAuth {
             "token_endpoint": format!("{issuer}{}", self.cfg.token_paths[0]),
             "revocation_endpoint": format!("{issuer}{}", self.cfg.revoke_path),
             "introspection_endpoint": format!("{issuer}{}", self.cfg.introspect_path),
+            "authorization_endpoint": format!("{issuer}{}", self.cfg.authorize_path),
+            "code_challenge_methods_supported": if self.cfg.allow_plain_pkce { vec!["S256", "plain"] } else { vec!["S256"] },
             "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
-            // No authorization endpoint yet, so no response types.
-            "response_types_supported": [],
+            "response_types_supported": ["code"],
             "token_endpoint_auth_methods_supported": AUTH_METHODS,
             "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
             "introspection_endpoint_auth_methods_supported": AUTH_METHODS,

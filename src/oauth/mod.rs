@@ -6,13 +6,17 @@
 //! Failures are [`OAuthError`]s, turned into responses in one place ([`error`]).
 
 mod account;
+mod authorize;
 pub mod client;
 pub mod client_auth;
+mod code_grant;
 pub mod error;
 pub mod form;
 pub mod grants;
 mod introspect;
 mod metadata;
+pub mod pages;
+pub mod password;
 mod revoke;
 mod token_endpoint;
 
@@ -53,6 +57,8 @@ pub enum Endpoint {
     Metadata,
     /// The account + secret grant (Hubler).
     AccountToken,
+    /// The login + consent page.
+    Authorize,
 }
 
 /// The authorization server.
@@ -65,27 +71,32 @@ pub struct OAuth {
     accounts: Vec<crate::config::AccountConfig>,
     /// Revocations evict from the gateway's token table at once.
     tokens: Arc<crate::token_table::TokenTable>,
+    users: Vec<crate::config::UserConfig>,
+    pages: pages::Pages,
+    /// Verified against when the user name is unknown, so timing reveals nothing.
+    dummy_hash: String,
 }
 
 impl OAuth {
-    /// Builds the server over `store`, with file clients from `clients`.
+    /// Builds the server over `store`, with the clients, accounts and users of `config`.
     pub fn new(
-        cfg: OAuthConfig,
-        clients: Clients,
-        accounts: Vec<crate::config::AccountConfig>,
+        config: &crate::config::Config,
         store: Arc<dyn Store>,
         codec: Codec,
         clock: Clock,
         tokens: Arc<crate::token_table::TokenTable>,
     ) -> OAuth {
         OAuth {
-            cfg,
-            clients,
+            cfg: config.oauth.clone(),
+            clients: Clients::new(&config.clients, store.clone()),
             store,
             codec,
             clock,
-            accounts,
+            accounts: config.accounts.clone(),
             tokens,
+            users: config.users.clone(),
+            pages: pages::Pages::new(),
+            dummy_hash: password::hash("authgate-dummy-password").unwrap_or_default(),
         }
     }
 
@@ -104,6 +115,8 @@ impl OAuth {
             Some(Endpoint::Introspect)
         } else if path == METADATA_PATH {
             Some(Endpoint::Metadata)
+        } else if path == self.cfg.authorize_path {
+            Some(Endpoint::Authorize)
         } else if self.cfg.account_token_path.as_deref() == Some(path) {
             Some(Endpoint::AccountToken)
         } else {
@@ -125,6 +138,7 @@ impl OAuth {
             Endpoint::Introspect => self.introspect(req, client_id).await,
             Endpoint::Metadata => Ok(self.metadata(req.method())),
             Endpoint::AccountToken => return self.account_grant(req, client_id).await,
+            Endpoint::Authorize => return self.authorize(req, client_id).await,
         };
         result.unwrap_or_else(|e| {
             match &e {

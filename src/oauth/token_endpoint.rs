@@ -33,6 +33,15 @@ impl OAuth {
             )));
         }
         let issued = match grant {
+            GrantType::AuthorizationCode => {
+                self.authorization_code(
+                    &client,
+                    form.get("code"),
+                    form.get("redirect_uri"),
+                    form.get("code_verifier"),
+                )
+                .await?
+            }
             GrantType::ClientCredentials => {
                 self.client_credentials(&client, form.get("scope")).await?
             }
@@ -63,6 +72,11 @@ fn render(issued: &Issued) -> Response<Body> {
     }
     if issued.scope_changed {
         body.insert("scope".into(), issued.scope.to_string().into());
+    }
+    if let Some(extra) = &issued.extra {
+        for (k, v) in extra {
+            body.entry(k.clone()).or_insert_with(|| v.clone());
+        }
     }
     json_no_store(StatusCode::OK, &serde_json::Value::Object(body))
 }

@@ -123,6 +123,33 @@ pub enum Rotation {
     Invalid,
 }
 
+/// A stored authorization code (by hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeRecord {
+    pub hash: TokenHash,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// The PKCE S256 challenge, if the request had one.
+    pub code_challenge: Option<String>,
+    pub scope: String,
+    pub subject: String,
+    pub extra: serde_json::Map<String, serde_json::Value>,
+    /// Tokens issued from this code carry this family.
+    pub family: String,
+    pub expires_at: i64,
+}
+
+/// Result of redeeming a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redeem {
+    /// First use: the code is now spent.
+    Fresh(CodeRecord),
+    /// Already used: a replay. Every token issued from it was revoked (RFC 6749 §4.1.2).
+    Replayed { family: String },
+    /// Unknown or expired.
+    Invalid,
+}
+
 /// One entry of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -174,6 +201,11 @@ pub trait Store: Send + Sync + 'static {
         keep_old: bool,
         now: i64,
     ) -> Result<Rotation, StoreError>;
+    /// Stores a new authorization code.
+    async fn insert_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
+    /// Spends a code atomically (see [`Redeem`]); on a replay, revokes its family.
+    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError>;
+
     /// Revocations logged after `seq`, with the newest sequence number (pass it next
     /// time). `seq = None` returns no entries, only the current newest number.
     async fn revocations_since(

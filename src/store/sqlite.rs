@@ -12,7 +12,10 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::{ClientRecord, Revocation, Rotation, Store, StoreError, TokenKind, TokenRecord};
+use super::{
+    ClientRecord, CodeRecord, Redeem, Revocation, Rotation, Store, StoreError, TokenKind,
+    TokenRecord,
+};
 use crate::secret::SecretKey;
 use crate::token::TokenHash;
 
@@ -359,6 +362,78 @@ impl Store for SqliteStore {
         insert_tokens_in(&mut tx, new).await?;
         tx.commit().await?;
         Ok(Rotation::Rotated)
+    }
+
+    async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
+             extra, family, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.hash.0[..])
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.scope)
+        .bind(&c.subject)
+        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
+        .bind(&c.family)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = ?")
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Redeem::Invalid);
+        };
+        let family: String = row.try_get("family")?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&family)
+                .execute(&mut *tx)
+                .await?;
+            log_revocation(&mut tx, &Revocation::Family(family.clone()), now).await?;
+            tx.commit().await?;
+            return Ok(Redeem::Replayed { family });
+        }
+        let expires_at: i64 = row.try_get("expires_at")?;
+        if now >= expires_at {
+            return Ok(Redeem::Invalid);
+        }
+        sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let extra: String = row.try_get("extra")?;
+        let extra = match serde_json::from_str(&extra) {
+            Ok(serde_json::Value::Object(m)) => m,
+            _ => {
+                return Err(StoreError::Corrupt(
+                    "code extra is not a JSON object".into(),
+                ))
+            }
+        };
+        Ok(Redeem::Fresh(CodeRecord {
+            hash: *hash,
+            client_id: row.try_get("client_id")?,
+            redirect_uri: row.try_get("redirect_uri")?,
+            code_challenge: row.try_get("code_challenge")?,
+            scope: row.try_get("scope")?,
+            subject: row.try_get("subject")?,
+            extra,
+            family,
+            expires_at,
+        }))
     }
 
     async fn revocations_since(

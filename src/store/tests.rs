@@ -283,3 +283,54 @@ async fn unwritable_location_is_a_clear_open_error() {
         .to_string();
     assert!(err.contains("unsupported scheme"), "{err}");
 }
+
+#[tokio::test]
+async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
+    let (store, _dir) = sqlite().await;
+    let code = CodeRecord {
+        hash: token::hash("code-1"),
+        client_id: "c1".into(),
+        redirect_uri: "https://app/cb".into(),
+        code_challenge: Some("abc".into()),
+        scope: "profile".into(),
+        subject: "alice".into(),
+        extra: serde_json::Map::new(),
+        family: "fc".into(),
+        expires_at: 600,
+    };
+    store.insert_code(&code).await.unwrap();
+    assert_eq!(
+        store.redeem_code(&code.hash, 100).await.unwrap(),
+        Redeem::Fresh(code.clone())
+    );
+    store
+        .insert_tokens(&[record(TokenKind::Access, "from-code", "fc", None)])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.redeem_code(&code.hash, 101).await.unwrap(),
+        Redeem::Replayed {
+            family: "fc".into()
+        }
+    );
+    let t = store
+        .get_token(&token::hash("from-code"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.revoked_at, Some(101));
+    assert_eq!(
+        store.redeem_code(&token::hash("nope"), 1).await.unwrap(),
+        Redeem::Invalid
+    );
+    let late = CodeRecord {
+        hash: token::hash("code-2"),
+        ..code
+    };
+    store.insert_code(&late).await.unwrap();
+    assert_eq!(
+        store.redeem_code(&late.hash, 600).await.unwrap(),
+        Redeem::Invalid,
+        "expired"
+    );
+}

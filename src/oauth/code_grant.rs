@@ -1,0 +1,102 @@
+//! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6): a one-use code
+//! bound to this client, the exact redirect URI and the PKCE challenge. A second use
+//! revokes every token issued from the code.
+
+use super::client::{Client, GrantType};
+use super::grants::{pkce_matches, Issued};
+use super::{OAuth, OAuthError};
+use crate::scope::Scope;
+use crate::store::{Redeem, TokenKind, TokenRecord};
+use crate::token::{self, Kind};
+
+impl OAuth {
+    /// Exchanges a code for tokens.
+    pub async fn authorization_code(
+        &self,
+        client: &Client,
+        code: Option<&str>,
+        redirect_uri: Option<&str>,
+        verifier: Option<&str>,
+    ) -> Result<Issued, OAuthError> {
+        let value = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
+        let invalid =
+            || OAuthError::InvalidGrant("the authorization code is invalid or expired".into());
+        self.codec
+            .verify(value, Kind::Code)
+            .map_err(|_| invalid())?;
+        let now = (self.clock)();
+        let record = match self.store.redeem_code(&token::hash(value), now).await? {
+            Redeem::Invalid => return Err(invalid()),
+            Redeem::Replayed { family } => {
+                tracing::warn!(client_id = %client.id, %family, "authorization code replayed: its tokens were revoked");
+                self.tokens.evict_family(&family);
+                return Err(OAuthError::InvalidGrant(
+                    "the authorization code was already used; the tokens issued from it have been revoked".into(),
+                ));
+            }
+            Redeem::Fresh(r) => r,
+        };
+        if record.client_id != client.id {
+            return Err(OAuthError::InvalidGrant(
+                "the authorization code was issued to another client".into(),
+            ));
+        }
+        if redirect_uri != Some(record.redirect_uri.as_str()) {
+            return Err(OAuthError::InvalidGrant(
+                "redirect_uri does not match the authorization request".into(),
+            ));
+        }
+        match (&record.code_challenge, verifier) {
+            (Some(challenge), Some(v)) if pkce_matches(challenge, v) => {}
+            (Some(_), Some(_)) => {
+                return Err(OAuthError::InvalidGrant(
+                    "code_verifier does not match".into(),
+                ))
+            }
+            (Some(_), None) => {
+                return Err(OAuthError::InvalidRequest(
+                    "code_verifier is missing".into(),
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(OAuthError::InvalidGrant(
+                    "code_verifier sent, but the authorization request had no code_challenge"
+                        .into(),
+                ))
+            }
+            (None, None) => {}
+        }
+        let scope = Scope::parse(&record.scope).map_err(|_| invalid())?;
+        let access = self.codec.mint(Kind::Access);
+        let (mut access_rec, ttl) = self.access_record(client, &access, &scope, now);
+        access_rec.family = record.family.clone();
+        access_rec.subject = Some(record.subject.clone());
+        access_rec.extra = record.extra.clone();
+        let mut records = vec![access_rec];
+        let refresh =
+            (client.refresh_tokens && client.allows(GrantType::RefreshToken)).then(|| {
+                let v = self.codec.mint(Kind::Refresh);
+                records.push(TokenRecord {
+                    hash: token::hash(v.expose()),
+                    kind: TokenKind::Refresh,
+                    expires_at: self
+                        .cfg
+                        .refresh_token_ttl
+                        .secs()
+                        .map(|t| now.saturating_add(t)),
+                    ..records[0].clone()
+                });
+                v
+            });
+        self.store.insert_tokens(&records).await?;
+        Ok(Issued {
+            access_token: access,
+            expires_in: ttl,
+            refresh_token: refresh,
+            scope,
+            // Settled at consent, where the user saw it.
+            scope_changed: false,
+            extra: client.token_response_extra.then_some(record.extra),
+        })
+    }
+}

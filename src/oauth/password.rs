@@ -1,0 +1,56 @@
+//! User passwords: argon2id PHC strings (`$argon2id$v=19$…`). Hashing and checking are
+//! deliberately slow, so callers run them on a blocking thread.
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+
+/// Hashes `password` with a random salt.
+pub fn hash(password: &str) -> Result<String, String> {
+    let mut salt = [0u8; 16];
+    crate::token::fill_random(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| e.to_string())
+}
+
+/// Checks that `phc` is a PHC string argon2 can verify against.
+pub fn check_phc(phc: &str) -> Result<(), String> {
+    let parsed = PasswordHash::new(phc).map_err(|e| format!("not a PHC hash string: {e}"))?;
+    if !parsed.algorithm.as_str().starts_with("argon2") {
+        return Err(format!(
+            "{} is not argon2 (use `authgate user hash-password`)",
+            parsed.algorithm
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `password` matches `phc` (constant-time inside argon2).
+pub fn verify(phc: &str, password: &str) -> bool {
+    match PasswordHash::new(phc) {
+        Ok(parsed) => Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok(),
+        Err(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_verify_and_are_salted() {
+        let a = hash("correct horse").unwrap();
+        let b = hash("correct horse").unwrap();
+        assert!(a.starts_with("$argon2id$"));
+        assert_ne!(a, b);
+        assert!(verify(&a, "correct horse"));
+        assert!(!verify(&a, "wrong"));
+        check_phc(&a).unwrap();
+        assert!(check_phc("plaintext").is_err());
+        assert!(!verify("plaintext", "plaintext"));
+    }
+}

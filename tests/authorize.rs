@@ -1,0 +1,582 @@
+//! The authorization code flow end to end: authorize page → login + consent → redirect
+//! with code and state → token (PKCE) → API call through the gateway.
+
+mod common;
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use base64::Engine;
+use common::{json, post_form, Gate, Upstream};
+use sha2::Digest;
+
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+const CB: &str = "https://app.example/cb";
+const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
+
+struct Env {
+    gate: Gate,
+    up: Upstream,
+    now: Arc<AtomicI64>,
+}
+
+async fn env() -> Env {
+    let up = Upstream::start().await;
+    let alice = authgate::oauth::password::hash("alice-pw").unwrap();
+    let rest = format!(
+        r#"
+[[client]]
+id = "web"
+name = "Web App"
+secret = "web-secret"
+grants = ["authorization_code", "refresh_token"]
+scopes = "usage.r,account.r,links.wd"
+redirect_uris = ["{CB}", "{OOB}"]
+refresh_tokens = true
+pkce = "required"
+[[client]]
+id = "rise"
+secret = "rise-secret"
+grants = ["authorization_code"]
+scopes = "location[orders.write,customer_list.write],profile"
+redirect_uris = ["https://rise.example/oauth_callback"]
+access_token_ttl = "never"
+token_response_extra = true
+[[client]]
+id = "other"
+secret = "other-secret"
+grants = ["authorization_code"]
+scopes = "usage.r"
+redirect_uris = ["https://other.example/cb"]
+[[user]]
+name = "alice"
+password_hash = "{alice}"
+scopes = "usage.r,links.wd,location[orders.write],profile"
+[user.resources]
+account_id = "3r4s3"
+location_id = "3r4s3-1"
+account_name = "Bella Pizza"
+location_name = "Paris"
+[[route]]
+path = "/links"
+upstream = "{}"
+perimeter = "links"
+[[route]]
+path = "/location"
+upstream = "{}"
+perimeter = "orders"
+level = "location"
+token_headers = ["x-access-token"]
+"#,
+        up.url(),
+        up.url()
+    );
+    let now = Arc::new(AtomicI64::new(2_000_000_000));
+    let n = now.clone();
+    let gate = Gate::start_with_clock(
+        "http_mode = \"serve\"",
+        "",
+        &rest,
+        Arc::new(move || n.load(Ordering::SeqCst)),
+    )
+    .await;
+    Env { gate, up, now }
+}
+
+fn authorize_url(gate: &Gate, params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    gate.url(&format!("/oauth/authorize?{}", q.finish()))
+}
+
+fn web_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let mut p = vec![
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", CB),
+        ("scope", "usage.r,account.r,links.wd"),
+        ("state", "xyz"),
+        ("code_challenge", CHALLENGE),
+        ("code_challenge_method", "S256"),
+    ];
+    for (k, v) in extra {
+        p.retain(|(n, _)| n != k);
+        p.push((k, v));
+    }
+    p
+}
+
+/// The hidden fields of the consent form.
+fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|chunk| {
+            let name = chunk
+                .split("name=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let value = chunk
+                .split("value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let unescape = |s: &str| {
+                s.replace("&quot;", "\"")
+                    .replace("&#x2f;", "/")
+                    .replace("&amp;", "&")
+            };
+            (name.to_owned(), unescape(value))
+        })
+        .collect()
+}
+
+/// GETs the page, then submits it; returns the POST response.
+async fn consent(
+    gate: &Gate,
+    params: &[(&str, &str)],
+    user: &str,
+    pw: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let page = gate
+        .client()
+        .get(authorize_url(gate, params))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the page should render");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    let mut form = hidden_fields(&html);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), pw.into()));
+    form.push(("decision".into(), decision.into()));
+    gate.client()
+        .post(gate.url("/oauth/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn location_params(resp: &reqwest::Response) -> (String, Vec<(String, String)>) {
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    let (base, query) = loc.split_once('?').unwrap();
+    (
+        base.to_owned(),
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
+
+async fn exchange(
+    gate: &Gate,
+    who: (&str, &str),
+    code: &str,
+    redirect: &str,
+    verifier: Option<&str>,
+) -> reqwest::Response {
+    let mut form = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect),
+    ];
+    if let Some(v) = verifier {
+        form.push(("code_verifier", v));
+    }
+    post_form(gate, "/oauth/token", Some(who), &form).await
+}
+
+#[tokio::test]
+async fn the_whole_flow_with_pkce_refresh_and_an_api_call() {
+    let Env { gate, up, .. } = env().await;
+    let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await;
+    assert_eq!(resp.status(), 303);
+    let (base, p) = location_params(&resp);
+    assert_eq!(base, CB);
+    assert_eq!(param(&p, "state"), Some("xyz"));
+    let code = param(&p, "code").unwrap().to_owned();
+    assert!(code.starts_with("agac_"));
+
+    let resp = exchange(&gate, ("web", "web-secret"), &code, CB, Some(VERIFIER)).await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    assert!(v["refresh_token"].as_str().unwrap().starts_with("agrt_"));
+    // alice may not grant account.r: the token carries what she could grant.
+    let i = json(
+        post_form(
+            &gate,
+            "/oauth/introspect",
+            Some(("web", "web-secret")),
+            &[("token", &access)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(i["scope"], "usage.r,links.wd");
+    assert_eq!(i["sub"], "alice");
+
+    let resp = gate
+        .client()
+        .delete(gate.url("/links/1"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        json(resp).await["headers"]["x-authgate-location-id"],
+        "3r4s3-1"
+    );
+    assert_eq!(up.hits(), 1);
+
+    // Second use of the code: refused, and the tokens it issued are revoked at once.
+    let resp = exchange(&gate, ("web", "web-secret"), &code, CB, Some(VERIFIER)).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = gate
+        .client()
+        .delete(gate.url("/links/1"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn open_redirect_attempts_get_an_error_page_never_a_redirect() {
+    let Env { gate, .. } = env().await;
+    for bad in [
+        "https://app.example/cb/evil",
+        "https://app.example/cbx",
+        "https://app.example:444/cb",
+        "https://evil@app.example/cb",
+        "https://app.example/cb#frag",
+        "https://evil.example/cb",
+        "http://app.example/cb",
+    ] {
+        let resp = gate
+            .client()
+            .get(authorize_url(&gate, &web_params(&[("redirect_uri", bad)])))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{bad}");
+        assert!(
+            resp.headers().get("location").is_none(),
+            "{bad} was redirected to"
+        );
+        assert!(resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html"));
+    }
+    let resp = gate
+        .client()
+        .get(authorize_url(
+            &gate,
+            &web_params(&[("client_id", "nobody")]),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+}
+
+#[tokio::test]
+async fn request_errors_redirect_with_error_and_state() {
+    let Env { gate, .. } = env().await;
+    let cases = [
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
+        (vec![("scope", "photos.r")], "invalid_scope"),
+        (vec![("scope", "a[b")], "invalid_scope"),
+        (vec![("code_challenge_method", "plain")], "invalid_request"),
+        (vec![("code_challenge", "short")], "invalid_request"),
+    ];
+    for (extra, error) in cases {
+        let resp = gate
+            .client()
+            .get(authorize_url(&gate, &web_params(&extra)))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303, "{extra:?}");
+        let (base, p) = location_params(&resp);
+        assert_eq!(base, CB);
+        assert_eq!(param(&p, "error"), Some(error), "{extra:?}");
+        assert_eq!(param(&p, "state"), Some("xyz"));
+        assert!(param(&p, "error_description").is_some());
+    }
+    // PKCE is required for this client.
+    let mut no_pkce = web_params(&[]);
+    no_pkce.retain(|(k, _)| !k.starts_with("code_challenge"));
+    let resp = gate
+        .client()
+        .get(authorize_url(&gate, &no_pkce))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        param(&location_params(&resp).1, "error"),
+        Some("invalid_request")
+    );
+    // A client without the grant.
+    let resp = gate
+        .client()
+        .get(authorize_url(
+            &gate,
+            &[
+                ("response_type", "code"),
+                ("client_id", "rise"),
+                ("redirect_uri", "https://rise.example/oauth_callback"),
+                ("scope", "profile"),
+            ],
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        200,
+        "rise may use the code grant without PKCE (confidential, optional)"
+    );
+}
+
+#[tokio::test]
+async fn deny_wrong_password_and_csrf() {
+    let Env { gate, .. } = env().await;
+    let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "deny").await;
+    let (_, p) = location_params(&resp);
+    assert_eq!(param(&p, "error"), Some("access_denied"));
+    assert_eq!(param(&p, "state"), Some("xyz"));
+
+    let resp = consent(&gate, &web_params(&[]), "alice", "wrong", "approve").await;
+    assert_eq!(resp.status(), 401);
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Wrong user name or password"));
+    let resp = consent(&gate, &web_params(&[]), "mallory", "x", "approve").await;
+    assert_eq!(resp.status(), 401);
+
+    // A form whose CSRF token is missing, or belongs to another request.
+    let page = gate
+        .client()
+        .get(authorize_url(&gate, &web_params(&[])))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut form = hidden_fields(&page);
+    form.push(("username".into(), "alice".into()));
+    form.push(("password".into(), "alice-pw".into()));
+    form.push(("decision".into(), "approve".into()));
+    let mut tampered = form.clone();
+    for f in tampered.iter_mut() {
+        if f.0 == "state" {
+            f.1 = "other-request".into();
+        }
+    }
+    let resp = gate
+        .client()
+        .post(gate.url("/oauth/authorize"))
+        .form(&tampered)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    assert!(resp.headers().get("location").is_none());
+    form.retain(|(k, _)| k != "csrf_token");
+    let resp = gate
+        .client()
+        .post(gate.url("/oauth/authorize"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}
+
+#[tokio::test]
+async fn pkce_codes_bound_to_client_and_expiry() {
+    let Env { gate, now, .. } = env().await;
+    let code_of =
+        |resp: &reqwest::Response| param(&location_params(resp).1, "code").unwrap().to_owned();
+    let who = ("web", "web-secret");
+
+    let c = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, who, &c, CB, None).await;
+    assert_eq!(
+        json(resp).await["error"],
+        "invalid_request",
+        "missing verifier"
+    );
+    let c = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(
+        &gate,
+        who,
+        &c,
+        CB,
+        Some("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX"),
+    )
+    .await;
+    assert_eq!(json(resp).await["error"], "invalid_grant", "wrong verifier");
+    let c = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(
+        &gate,
+        ("other", "other-secret"),
+        &c,
+        "https://other.example/cb",
+        Some(VERIFIER),
+    )
+    .await;
+    assert_eq!(
+        json(resp).await["error"],
+        "invalid_grant",
+        "another client's code"
+    );
+    let c = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, who, &c, "https://app.example/other", Some(VERIFIER)).await;
+    assert_eq!(
+        json(resp).await["error"],
+        "invalid_grant",
+        "redirect_uri mismatch"
+    );
+
+    let c = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    now.fetch_add(600, Ordering::SeqCst);
+    let resp = exchange(&gate, who, &c, CB, Some(VERIFIER)).await;
+    assert_eq!(
+        json(resp).await["error"],
+        "invalid_grant",
+        "expired after code_ttl"
+    );
+}
+
+#[tokio::test]
+async fn out_of_band_code_is_shown_on_a_page() {
+    let Env { gate, .. } = env().await;
+    let resp = consent(
+        &gate,
+        &web_params(&[("redirect_uri", OOB)]),
+        "alice",
+        "alice-pw",
+        "approve",
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().get("location").is_none());
+    let html = resp.text().await.unwrap();
+    let code = html
+        .split("id=\"code\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(code.starts_with("agac_"));
+    let resp = exchange(&gate, ("web", "web-secret"), &code, OOB, Some(VERIFIER)).await;
+    assert_eq!(resp.status(), 200);
+}
+
+/// HubRise (seed 001): prefill parameters, access-level scope, tokens that never
+/// expire, bound resource ids and names in the token response, X-Access-Token calls.
+#[tokio::test]
+async fn hubrise_style_flow() {
+    let Env { gate, up, .. } = env().await;
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "rise"),
+        ("redirect_uri", "https://rise.example/oauth_callback"),
+        ("scope", "location[orders.write,customer_list.write,]"),
+        ("country", "FR"),
+        ("account_name", "Aux Délices"),
+        ("location_name", "Paris"),
+    ];
+    let page = gate
+        .client()
+        .get(authorize_url(&gate, &params))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("Aux Délices") && page.contains("Country"),
+        "prefill shown"
+    );
+    let resp = consent(&gate, &params, "alice", "alice-pw", "approve").await;
+    let code = param(&location_params(&resp).1, "code").unwrap().to_owned();
+    let resp = exchange(
+        &gate,
+        ("rise", "rise-secret"),
+        &code,
+        "https://rise.example/oauth_callback",
+        None,
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert!(v.get("expires_in").is_none(), "HubRise tokens never expire");
+    assert_eq!(v["account_id"], "3r4s3");
+    assert_eq!(v["location_id"], "3r4s3-1");
+    assert_eq!(v["account_name"], "Bella Pizza");
+    assert_eq!(v["location_name"], "Paris");
+    let token = v["access_token"].as_str().unwrap();
+    let resp = gate
+        .client()
+        .post(gate.url("/location/orders"))
+        .header("x-access-token", token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        json(resp).await["headers"]["x-authgate-location-id"],
+        "3r4s3-1"
+    );
+    assert_eq!(up.hits(), 1);
+    // Only the granted part: alice may grant orders.write but not customer_list.write.
+    let i = json(
+        post_form(
+            &gate,
+            "/oauth/introspect",
+            Some(("rise", "rise-secret")),
+            &[("token", token)],
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(i["scope"], "location[orders.write]");
+}
+
+#[test]
+fn rfc_7636_example_holds() {
+    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
+    assert_eq!(computed, CHALLENGE);
+}
