@@ -47,6 +47,18 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Users of the authorize page.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserAction {
+    /// Read a password on standard input and print its argon2id hash for
+    /// `[[user]] password_hash`.
+    HashPassword,
 }
 
 #[derive(Subcommand)]
@@ -159,6 +171,21 @@ fn main() -> ExitCode {
             let hash = authgate::oauth::client::SecretHash::of(line.trim_end_matches(['\r', '\n']));
             println!("{hash}");
             ExitCode::SUCCESS
+        }
+        Command::User {
+            action: UserAction::HashPassword,
+        } => {
+            let mut line = String::new();
+            if std::io::stdin().read_line(&mut line).is_err() || line.trim_end().is_empty() {
+                return fail("expected a password on standard input");
+            }
+            match authgate::oauth::password::hash(line.trim_end_matches(['\r', '\n'])) {
+                Ok(h) => {
+                    println!("{h}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&format!("cannot hash the password: {e}")),
+            }
         }
         Command::Client { action } => admin_command(&cli.config, Admin::Client(action)),
         Command::Token { action } => admin_command(&cli.config, Admin::Token(action)),
