@@ -193,6 +193,7 @@ mod tests {
             subject: Some("user-7".into()),
             pkce: None,
             token_response_extra: false,
+            relaxed_parameters: false,
         }
     }
 

@@ -258,6 +258,7 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
                         subject,
                         pkce: None,
                         token_response_extra: false,
+                        relaxed_parameters: false,
                     },
                 };
                 admin::add_client(&store, &codec, new, now())

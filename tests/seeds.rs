@@ -44,6 +44,7 @@ async fn hubic_token_side_and_api_calls() {
         "hubic",
         &[
             ("HUBIC_CLIENT_SECRET", "hubic-secret"),
+            ("HUBIC_DEMO_PASSWORD", "demo-pw"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
@@ -149,6 +150,7 @@ async fn hubspot_token_side_and_api_calls() {
         "hubspot",
         &[
             ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
         ],
     )
@@ -197,6 +199,354 @@ async fn hubspot_token_side_and_api_calls() {
         .unwrap()
         .contains("scope=\"crm.objects.contacts.write\""));
     assert_eq!(up.hits(), 1);
+}
+
+use common::flow;
+
+/// hubiC (seed 000), every documented step: authorize (with state) → code → token with
+/// Basic → API call with Bearer → refresh with Basic; errors come back as error and
+/// error_description on the redirect URI.
+#[tokio::test]
+async fn hubic_documented_flow() {
+    let up = common::Upstream::start().await;
+    let url = up.url();
+    let gate = Gate::example(
+        "hubic",
+        &[
+            ("HUBIC_CLIENT_SECRET", "hubic-secret"),
+            ("HUBIC_DEMO_PASSWORD", "demo-pw"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
+            ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
+            ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
+        ],
+    )
+    .await;
+    let cb = "https://app.example.com/hubic/callback";
+    let params = [
+        ("client_id", "api_hubic_sandbox"),
+        ("redirect_uri", cb),
+        ("scope", "usage.r,account.r,links.wd"),
+        ("response_type", "code"),
+        ("state", "RandomString_Xa3"),
+    ];
+    let resp = flow::consent(
+        &gate,
+        "/oauth/auth",
+        &params,
+        "demo@hubic.example",
+        "demo-pw",
+        "approve",
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let (base, p) = flow::location(&resp);
+    assert_eq!(base, cb);
+    assert_eq!(flow::param(&p, "state"), Some("RandomString_Xa3"));
+    let code = flow::param(&p, "code").unwrap().to_owned();
+
+    let creds = ("api_hubic_sandbox", "hubic-secret");
+    let resp = post_form(
+        &gate,
+        "/oauth/token",
+        Some(creds),
+        &[
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", cb),
+            ("code", &code),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    for field in ["access_token", "expires_in", "refresh_token", "token_type"] {
+        assert!(v.get(field).is_some(), "{field} missing in {v}");
+    }
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let resp = gate
+        .client()
+        .get(gate.url("/1.0/account"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        json(resp).await["headers"]["x-authgate-subject"],
+        "demo@hubic.example"
+    );
+
+    let resp = post_form(
+        &gate,
+        "/oauth/token",
+        Some(creds),
+        &[("grant_type", "refresh_token"), ("refresh_token", &refresh)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert!(
+        v.get("access_token").is_some()
+            && v.get("expires_in").is_some()
+            && v.get("token_type").is_some()
+    );
+
+    // "User can refuse to give you access, or your scope can be malformed."
+    for (extra, error) in [(("scope", "usage.r,links[x"), "invalid_scope")] {
+        let mut bad = params.to_vec();
+        bad.retain(|(k, _)| *k != extra.0);
+        bad.push(extra);
+        let resp = gate
+            .client()
+            .get(flow::url(&gate, "/oauth/auth", &bad))
+            .send()
+            .await
+            .unwrap();
+        let (_, p) = flow::location(&resp);
+        assert_eq!(flow::param(&p, "error"), Some(error));
+        assert!(flow::param(&p, "error_description").is_some());
+    }
+    let resp = flow::consent(
+        &gate,
+        "/oauth/auth",
+        &params,
+        "demo@hubic.example",
+        "demo-pw",
+        "deny",
+    )
+    .await;
+    let (_, p) = flow::location(&resp);
+    assert_eq!(flow::param(&p, "error"), Some("access_denied"));
+    assert!(flow::param(&p, "error_description").is_some());
+}
+
+/// HubSpot (seed 004): authorize with state → code → POST /oauth/v1/token with the
+/// client credentials in the body → {access_token, refresh_token, expires_in: 1800} →
+/// contacts API with Bearer → refresh.
+#[tokio::test]
+async fn hubspot_documented_flow() {
+    let up = common::Upstream::start().await;
+    let gate = Gate::example(
+        "hubspot",
+        &[
+            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+        ],
+    )
+    .await;
+    let cb = "https://monappli.com/callback";
+    let params = [
+        ("client_id", "hubspot-app"),
+        ("scope", "crm.objects.contacts.read"),
+        ("redirect_uri", cb),
+        ("response_type", "code"),
+        ("state", "from-settings-page"),
+    ];
+    let resp = flow::consent(
+        &gate,
+        "/oauth/authorize",
+        &params,
+        "marketing@example.com",
+        "demo-pw",
+        "approve",
+    )
+    .await;
+    let (_, p) = flow::location(&resp);
+    assert_eq!(flow::param(&p, "state"), Some("from-settings-page"));
+    let code = flow::param(&p, "code").unwrap().to_owned();
+    let resp = post_form(
+        &gate,
+        "/oauth/v1/token",
+        None,
+        &[
+            ("client_id", "hubspot-app"),
+            ("client_secret", "hs-secret"),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", cb),
+            ("code", &code),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert_eq!(v["expires_in"], 1800);
+    let access = v["access_token"].as_str().unwrap().to_owned();
+    let refresh = v["refresh_token"].as_str().unwrap().to_owned();
+    let resp = gate
+        .client()
+        .get(gate.url("/contacts/v1/lists/all/contacts/all"))
+        .bearer_auth(&access)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = post_form(
+        &gate,
+        "/oauth/v1/token",
+        None,
+        &[
+            ("grant_type", "refresh_token"),
+            ("client_id", "hubspot-app"),
+            ("client_secret", "hs-secret"),
+            ("refresh_token", &refresh),
+        ],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(json(resp).await["access_token"]
+        .as_str()
+        .unwrap()
+        .starts_with("agat_"));
+}
+
+/// HubRise (seed 001), as documented: no response_type or grant_type, prefill
+/// parameters, code + credentials in the body, ids and names in the response, tokens
+/// that never expire, X-Access-Token calls bound to the location; and the installed-app
+/// (out-of-band) variant.
+#[tokio::test]
+async fn hubrise_documented_flow() {
+    let up = common::Upstream::start().await;
+    let gate = Gate::example(
+        "hubrise",
+        &[
+            ("HUBRISE_CLIENT_SECRET", "hr-secret"),
+            ("HUBRISE_DEMO_PASSWORD", "demo-pw"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+            ("AUTHGATE_ROUTE__1__UPSTREAM", &up.url()),
+        ],
+    )
+    .await;
+    let cb = "https://pos.example.com/oauth_callback";
+    let web = [
+        ("redirect_uri", cb),
+        ("client_id", "hubrise-pos"),
+        ("scope", "location[orders.write,customer_list.write,]"),
+        ("country", "FR"),
+        ("account_name", "Aux Délices"),
+        ("location_name", "Paris"),
+    ];
+    let resp = flow::consent(
+        &gate,
+        "/oauth2/v1/authorize",
+        &web,
+        "bella@example.com",
+        "demo-pw",
+        "approve",
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let code = flow::param(&flow::location(&resp).1, "code")
+        .unwrap()
+        .to_owned();
+    let token_request = |code: String| {
+        let gate = &gate;
+        async move {
+            post_form(
+                gate,
+                "/oauth2/v1/token",
+                None,
+                &[
+                    ("code", &code),
+                    ("client_id", "hubrise-pos"),
+                    ("client_secret", "hr-secret"),
+                ],
+            )
+            .await
+        }
+    };
+    let resp = token_request(code.clone()).await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    assert!(v.get("expires_in").is_none());
+    for (k, want) in [
+        ("account_id", "3r4s3"),
+        ("location_id", "3r4s3-1"),
+        ("catalog_id", "psmlf"),
+        ("customer_list_id", "xab66"),
+        ("account_name", "Bella Pizza"),
+        ("location_name", "Paris"),
+        ("catalog_name", "Bella Pizza"),
+        ("customer_list_name", "Bella Pizza"),
+    ] {
+        assert_eq!(v[k], want, "{k}");
+    }
+    let token = v["access_token"].as_str().unwrap().to_owned();
+    // "Note that the request will fail if the authorisation code has expired, or has
+    // already been used."
+    assert_eq!(token_request(code).await.status(), 400);
+    // The reuse revoked the token; authorize again for a new one.
+    let resp = flow::consent(
+        &gate,
+        "/oauth2/v1/authorize",
+        &web,
+        "bella@example.com",
+        "demo-pw",
+        "approve",
+    )
+    .await;
+    let code = flow::param(&flow::location(&resp).1, "code")
+        .unwrap()
+        .to_owned();
+    let token = {
+        let _ = token;
+        json(token_request(code).await).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let resp = gate
+        .client()
+        .get(gate.url("/v1/location"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "location details");
+    assert_eq!(
+        json(resp).await["headers"]["x-authgate-location-id"],
+        "3r4s3-1"
+    );
+    let resp = gate
+        .client()
+        .post(gate.url("/v1/location/orders"))
+        .header("x-access-token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "orders.write was granted");
+    let resp = gate
+        .client()
+        .get(gate.url("/v1/location"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401, "HubRise calls use X-Access-Token only");
+
+    // Installed app: the code is shown in the browser.
+    let mut oob = web.to_vec();
+    oob[0] = ("redirect_uri", "urn:ietf:wg:oauth:2.0:oob");
+    let resp = flow::consent(
+        &gate,
+        "/oauth2/v1/authorize",
+        &oob,
+        "bella@example.com",
+        "demo-pw",
+        "approve",
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let html = resp.text().await.unwrap();
+    let code = html
+        .split("id=\"code\">")
+        .nth(1)
+        .unwrap()
+        .split('<')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert_eq!(token_request(code).await.status(), 200);
 }
 
 mod oauth2_client {

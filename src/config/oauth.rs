@@ -534,6 +534,7 @@ pub(super) fn client(
         subject: raw.subject,
         pkce: raw.pkce,
         token_response_extra: raw.token_response_extra.unwrap_or(false),
+        relaxed_parameters: raw.relaxed_parameters.unwrap_or(false),
     };
     settings
         .validate()

@@ -111,6 +111,7 @@ pub struct RawClient {
     pub subject: Option<String>,
     pub pkce: Option<String>,
     pub token_response_extra: Option<bool>,
+    pub relaxed_parameters: Option<bool>,
 }
 
 /// `[server]`: listeners and limits.

@@ -130,6 +130,7 @@ impl OAuth {
     ) -> Result<AuthzRequest, Redirect> {
         match form.get("response_type") {
             Some("code") => {}
+            None if client.relaxed_parameters => {}
             None => return Err(redirect_err("invalid_request", "response_type is missing")),
             Some(other) => {
                 return Err(redirect_err(

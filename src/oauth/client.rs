@@ -127,6 +127,11 @@ pub struct ClientSettings {
     /// Add the bound resource ids and names to token responses (HubRise).
     #[serde(default)]
     pub token_response_extra: bool,
+    /// Accept requests that leave out parameters RFC 6749 requires, as some providers
+    /// document them (HubRise): `response_type` defaults to `code`, `grant_type` is
+    /// inferred from `code`, and the token request may omit `redirect_uri`.
+    #[serde(default)]
+    pub relaxed_parameters: bool,
 }
 
 /// A usable client.
@@ -146,6 +151,7 @@ pub struct Client {
     /// PKCE is mandatory (always for public clients).
     pub pkce_required: bool,
     pub token_response_extra: bool,
+    pub relaxed_parameters: bool,
 }
 
 /// The out-of-band redirect URI of installed apps (the code is shown on a page).
@@ -240,6 +246,7 @@ impl ClientSettings {
             subject: self.subject,
             pkce_required: self.public || self.pkce.as_deref() == Some("required"),
             token_response_extra: self.token_response_extra,
+            relaxed_parameters: self.relaxed_parameters,
         })
     }
 }
@@ -341,6 +348,7 @@ mod tests {
             subject: None,
             pkce: None,
             token_response_extra: false,
+            relaxed_parameters: false,
         }
     }
 

@@ -41,7 +41,8 @@ impl OAuth {
                 "the authorization code was issued to another client".into(),
             ));
         }
-        if redirect_uri != Some(record.redirect_uri.as_str()) {
+        let omitted_ok = redirect_uri.is_none() && client.relaxed_parameters;
+        if !omitted_ok && redirect_uri != Some(record.redirect_uri.as_str()) {
             return Err(OAuthError::InvalidGrant(
                 "redirect_uri does not match the authorization request".into(),
             ));

@@ -17,9 +17,11 @@ impl OAuth {
         let (parts, form) = form::read(req).await?;
         let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
         *client_id = Some(client.id.clone());
-        let grant_type = form
-            .get("grant_type")
-            .ok_or_else(|| OAuthError::InvalidRequest("grant_type is missing".into()))?;
+        let grant_type = match form.get("grant_type") {
+            Some(g) => g,
+            None if client.relaxed_parameters && form.get("code").is_some() => "authorization_code",
+            None => return Err(OAuthError::InvalidRequest("grant_type is missing".into())),
+        };
         let grant = GrantType::parse(grant_type).ok_or_else(|| {
             OAuthError::UnsupportedGrantType(format!(
                 "grant_type {} is not supported",

@@ -2,6 +2,7 @@
 //! TLS clients. Every server stops when its handle is dropped or the test ends.
 #![allow(dead_code)]
 
+pub mod flow;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,91 @@
+//! Driving the authorize page like a browser: GET the page, submit its form.
+
+use super::Gate;
+
+/// The query string for `path` with `params`.
+pub fn url(gate: &Gate, path: &str, params: &[(&str, &str)]) -> String {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    gate.url(&format!("{path}?{}", q.finish()))
+}
+
+/// The hidden fields of the consent form, unescaped.
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    html.split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|chunk| {
+            let name = chunk
+                .split("name=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let value = chunk
+                .split("value=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap();
+            let unescape = |s: &str| {
+                s.replace("&quot;", "\"")
+                    .replace("&#x2f;", "/")
+                    .replace("&#x27;", "'")
+                    .replace("&lt;", "<")
+                    .replace("&gt;", ">")
+                    .replace("&amp;", "&")
+            };
+            (name.to_owned(), unescape(value))
+        })
+        .collect()
+}
+
+/// GETs the page at `path`, logs in and decides; returns the form submission's response.
+pub async fn consent(
+    gate: &Gate,
+    path: &str,
+    params: &[(&str, &str)],
+    user: &str,
+    password: &str,
+    decision: &str,
+) -> reqwest::Response {
+    let page = gate
+        .client()
+        .get(url(gate, path, params))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200, "the authorize page should render");
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let html = page.text().await.unwrap();
+    let mut form = hidden_fields(&html);
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), password.into()));
+    form.push(("decision".into(), decision.into()));
+    gate.client()
+        .post(gate.url(path))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The redirect's base URI and query parameters.
+pub fn location(resp: &reqwest::Response) -> (String, Vec<(String, String)>) {
+    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
+    let (base, query) = loc.split_once('?').unwrap();
+    (
+        base.to_owned(),
+        form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect(),
+    )
+}
+
+/// One query parameter.
+pub fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+}
