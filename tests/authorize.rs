@@ -580,3 +580,29 @@ fn rfc_7636_example_holds() {
         .encode(sha2::Sha256::digest(VERIFIER.as_bytes()));
     assert_eq!(computed, CHALLENGE);
 }
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_user_and_recover() {
+    let Env { gate, now, .. } = env().await;
+    for _ in 0..5 {
+        let resp = consent(&gate, &web_params(&[]), "alice", "guess", "approve").await;
+        assert_eq!(resp.status(), 401);
+    }
+    // Over the limit: refused even with the right password, with a Retry-After.
+    let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await;
+    assert_eq!(resp.status(), 429);
+    let wait: i64 = resp.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(wait > 0 && wait <= 900, "{wait}");
+    assert!(resp
+        .text()
+        .await
+        .unwrap()
+        .contains("Too many failed attempts"));
+    now.fetch_add(900, Ordering::SeqCst);
+    let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await;
+    assert_eq!(resp.status(), 303, "the window is over");
+}

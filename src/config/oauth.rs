@@ -157,6 +157,10 @@ pub struct OAuthConfig {
     pub code_ttl: Duration,
     /// Accept `code_challenge_method=plain` (RFC 7636 allows it; off by default).
     pub allow_plain_pkce: bool,
+    /// Failed logins allowed per user name, and per client address, in `login_window`.
+    pub login_attempts_per_user: u32,
+    pub login_attempts_per_ip: u32,
+    pub login_window: Duration,
 }
 
 /// One validated `[[user]]`.
@@ -395,6 +399,30 @@ pub(super) fn oauth(
             Err(e) => return Err(err(file, "oauth.code_ttl", e)),
         },
         allow_plain_pkce: raw.allow_plain_pkce.unwrap_or(false),
+        login_attempts_per_user: match raw.login_attempts_per_user.unwrap_or(5) {
+            0 => {
+                return Err(err(
+                    file,
+                    "oauth.login_attempts_per_user",
+                    "must be at least 1",
+                ))
+            }
+            n => n,
+        },
+        login_attempts_per_ip: match raw.login_attempts_per_ip.unwrap_or(20) {
+            0 => {
+                return Err(err(
+                    file,
+                    "oauth.login_attempts_per_ip",
+                    "must be at least 1",
+                ))
+            }
+            n => n,
+        },
+        login_window: match Ttl::parse(raw.login_window.as_deref().unwrap_or("15m")) {
+            Ok(Ttl::After(d)) => d,
+            _ => return Err(err(file, "oauth.login_window", "a duration like \"15m\"")),
+        },
     })
 }
 

@@ -65,6 +65,9 @@ pub struct RawOAuth {
     pub authorize_path: Option<String>,
     pub code_ttl: Option<String>,
     pub allow_plain_pkce: Option<bool>,
+    pub login_attempts_per_user: Option<u32>,
+    pub login_attempts_per_ip: Option<u32>,
+    pub login_window: Option<String>,
 }
 
 /// `[[user]]`: a resource owner who can log in on the authorize page.

@@ -248,7 +248,16 @@ impl Gateway {
                     "OAuth endpoints are served over HTTPS only",
                 ));
             }
-            return Ok(self.oauth.handle(endpoint, req, &mut ctx.client_id).await);
+            let ip = headers::client_ip(
+                req.headers(),
+                conn.peer.ip().to_canonical(),
+                conn.trusted_peer,
+                |ip| self.is_trusted(ip),
+            );
+            return Ok(self
+                .oauth
+                .handle(endpoint, req, ip, &mut ctx.client_id)
+                .await);
         }
 
         // route

@@ -70,6 +70,7 @@ impl OAuth {
     pub(super) async fn authorize(
         &self,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         who: &mut Option<String>,
     ) -> Response<Body> {
         let method = req.method().clone();
@@ -91,7 +92,7 @@ impl OAuth {
         if method == Method::GET {
             return self.consent_page(&form, &request, "", None, StatusCode::OK);
         }
-        self.decide(&form, request).await
+        self.decide(&form, request, client_ip).await
     }
 
     async fn trusted_target(&self, form: &Form) -> Result<(Arc<Client>, String), PageError> {
@@ -264,7 +265,12 @@ impl OAuth {
         self.pages.consent(&consent, status)
     }
 
-    async fn decide(&self, form: &Form, request: AuthzRequest) -> Response<Body> {
+    async fn decide(
+        &self,
+        form: &Form,
+        request: AuthzRequest,
+        client_ip: std::net::IpAddr,
+    ) -> Response<Body> {
         let csrf_ok = form
             .get("csrf_token")
             .and_then(|t| t.split_once('.'))
@@ -293,6 +299,22 @@ impl OAuth {
             );
         }
         let username = form.get("username").unwrap_or("");
+        if let Some(wait) = self.logins.check(username, client_ip) {
+            tracing::warn!(user = %printable(username), %client_ip, "login rate limit reached");
+            let minutes = (wait + 59) / 60;
+            let text = format!("Too many failed attempts. Try again in {minutes} minute(s).");
+            let mut resp = self.consent_page(
+                form,
+                &request,
+                username,
+                Some(&text),
+                StatusCode::TOO_MANY_REQUESTS,
+            );
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                resp.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return resp;
+        }
         let password = form.get("password").unwrap_or("").to_owned();
         let user = self.users.iter().find(|u| u.name == username).cloned();
         // argon2 is slow on purpose: keep it off the async workers. An unknown user costs
@@ -306,7 +328,8 @@ impl OAuth {
                 .await
                 .unwrap_or(false);
         let Some(user) = user.filter(|_| verified) else {
-            tracing::info!(client_id = %request.client.id, user = %printable(username), "login failed");
+            self.logins.failed(username, client_ip);
+            tracing::info!(client_id = %request.client.id, user = %printable(username), %client_ip, "login failed");
             return self.consent_page(
                 form,
                 &request,
@@ -315,6 +338,7 @@ impl OAuth {
                 StatusCode::UNAUTHORIZED,
             );
         };
+        self.logins.succeeded(username);
         let granted = match &user.scope {
             Some(s) => request.scope.intersect(s),
             None => request.scope.clone(),

@@ -14,6 +14,7 @@ pub mod error;
 pub mod form;
 pub mod grants;
 mod introspect;
+pub mod limiter;
 mod metadata;
 pub mod pages;
 pub mod password;
@@ -75,6 +76,7 @@ pub struct OAuth {
     pages: pages::Pages,
     /// Verified against when the user name is unknown, so timing reveals nothing.
     dummy_hash: String,
+    logins: limiter::LoginLimiter,
 }
 
 impl OAuth {
@@ -91,12 +93,18 @@ impl OAuth {
             clients: Clients::new(&config.clients, store.clone()),
             store,
             codec,
-            clock,
             accounts: config.accounts.clone(),
             tokens,
             users: config.users.clone(),
             pages: pages::Pages::new(),
             dummy_hash: password::hash("authgate-dummy-password").unwrap_or_default(),
+            logins: limiter::LoginLimiter::new(
+                config.oauth.login_attempts_per_user,
+                config.oauth.login_attempts_per_ip,
+                config.oauth.login_window.as_secs() as i64,
+                clock.clone(),
+            ),
+            clock,
         }
     }
 
@@ -130,6 +138,7 @@ impl OAuth {
         &self,
         endpoint: Endpoint,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
     ) -> Response<Body> {
         let result = match endpoint {
@@ -138,7 +147,7 @@ impl OAuth {
             Endpoint::Introspect => self.introspect(req, client_id).await,
             Endpoint::Metadata => Ok(self.metadata(req.method())),
             Endpoint::AccountToken => return self.account_grant(req, client_id).await,
-            Endpoint::Authorize => return self.authorize(req, client_id).await,
+            Endpoint::Authorize => return self.authorize(req, client_ip, client_id).await,
         };
         result.unwrap_or_else(|e| {
             match &e {
