@@ -283,3 +283,95 @@ mod tests {
         assert!(!revoke_token(&store, &"ab".repeat(32), 1).await.unwrap());
     }
 }
+
+/// Options of `user add`.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    pub name: String,
+    pub password: String,
+    /// What the user may grant; `None`: anything the client may have.
+    pub scopes: Option<String>,
+    /// `key=value` pairs of bound resources.
+    pub resources: Vec<String>,
+}
+
+/// Creates a user in the store.
+pub async fn add_user(store: &Arc<dyn Store>, new: NewUser, now: i64) -> Result<(), AdminError> {
+    if new.name.is_empty() || new.name.len() > 256 || new.name.chars().any(char::is_control) {
+        return Err(AdminError::Invalid(
+            "the user name must be 1 to 256 printable characters".into(),
+        ));
+    }
+    if new.password.len() < 8 {
+        return Err(AdminError::Invalid(
+            "the password must have at least 8 characters".into(),
+        ));
+    }
+    if let Some(s) = &new.scopes {
+        crate::scope::Scope::parse(s).map_err(|e| AdminError::Invalid(format!("scopes: {e}")))?;
+    }
+    let mut resources = serde_json::Map::new();
+    for pair in &new.resources {
+        let (k, v) = pair
+            .split_once('=')
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| AdminError::Invalid(format!("resource {pair:?}: expected key=value")))?;
+        resources.insert(k.to_owned(), v.to_owned().into());
+    }
+    let hash = crate::oauth::password::hash(&new.password).map_err(AdminError::Invalid)?;
+    let record = crate::store::UserRecord {
+        name: new.name,
+        password_hash: hash,
+        settings: serde_json::json!({ "scopes": new.scopes, "resources": resources }),
+        created_at: now,
+    };
+    store.insert_user(&record).await?;
+    Ok(())
+}
+
+/// Replaces a user's password.
+pub async fn set_password(
+    store: &Arc<dyn Store>,
+    name: &str,
+    password: &str,
+) -> Result<(), AdminError> {
+    if password.len() < 8 {
+        return Err(AdminError::Invalid(
+            "the password must have at least 8 characters".into(),
+        ));
+    }
+    let hash = crate::oauth::password::hash(password).map_err(AdminError::Invalid)?;
+    if store.set_user_password(name, &hash).await? {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "no user {name:?} in the store"
+        )))
+    }
+}
+
+/// Removes a user; their tokens are revoked.
+pub async fn remove_user(store: &Arc<dyn Store>, name: &str, now: i64) -> Result<(), AdminError> {
+    if store.delete_user(name, now).await? {
+        Ok(())
+    } else {
+        Err(AdminError::Invalid(format!(
+            "no user {name:?} in the store"
+        )))
+    }
+}
+
+/// One line per stored user (never the hash).
+pub async fn list_users(store: &Arc<dyn Store>) -> Result<Vec<String>, AdminError> {
+    Ok(store
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|u| {
+            format!(
+                "{}\tscopes={}\tresources={}",
+                u.name, u.settings["scopes"], u.settings["resources"]
+            )
+        })
+        .collect())
+}

@@ -59,6 +59,23 @@ enum UserAction {
     /// Read a password on standard input and print its argon2id hash for
     /// `[[user]] password_hash`.
     HashPassword,
+    /// Create a user in the store; the password is read on standard input.
+    Add {
+        #[arg(long)]
+        name: String,
+        /// What the user may grant (default: anything the client may have).
+        #[arg(long)]
+        scopes: Option<String>,
+        /// A bound resource, key=value (repeat): account_id=3r4s3, location_name=Paris.
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+    },
+    /// Change a user's password (read on standard input).
+    Passwd { name: String },
+    /// List users in the store (users in the config file are not listed).
+    List,
+    /// Remove a user; tokens acting for them are revoked.
+    Remove { name: String },
 }
 
 #[derive(Subcommand)]
@@ -187,6 +204,7 @@ fn main() -> ExitCode {
                 Err(e) => fail(&format!("cannot hash the password: {e}")),
             }
         }
+        Command::User { action } => admin_command(&cli.config, Admin::User(action)),
         Command::Client { action } => admin_command(&cli.config, Admin::Client(action)),
         Command::Token { action } => admin_command(&cli.config, Admin::Token(action)),
     }
@@ -195,6 +213,15 @@ fn main() -> ExitCode {
 enum Admin {
     Client(ClientAction),
     Token(TokenAction),
+    User(UserAction),
+}
+
+/// The first line of standard input (a password), without its line ending.
+fn read_stdin_line() -> Option<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).ok()?;
+    let line = line.trim_end_matches(['\r', '\n']).to_owned();
+    (!line.is_empty()).then_some(line)
 }
 
 fn now() -> i64 {
@@ -289,6 +316,44 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
             Admin::Token(TokenAction::List { client, limit }) => {
                 admin::list_tokens(&store, client.as_deref(), limit, now()).await
             }
+            Admin::User(UserAction::Add {
+                name,
+                scopes,
+                resources,
+            }) => {
+                if cfg.users.iter().any(|u| u.name == name) {
+                    return command_failed(&format!("{name:?} is declared in {}", cfg.file));
+                }
+                let Some(password) = read_stdin_line() else {
+                    return command_failed("expected the password on standard input");
+                };
+                let new = admin::NewUser {
+                    name: name.clone(),
+                    password,
+                    scopes,
+                    resources,
+                };
+                admin::add_user(&store, new, now())
+                    .await
+                    .map(|()| vec![format!("added user {name}")])
+            }
+            Admin::User(UserAction::Passwd { name }) => {
+                let Some(password) = read_stdin_line() else {
+                    return command_failed("expected the new password on standard input");
+                };
+                admin::set_password(&store, &name, &password)
+                    .await
+                    .map(|()| vec![format!("password of {name} changed")])
+            }
+            Admin::User(UserAction::List) => admin::list_users(&store).await,
+            Admin::User(UserAction::Remove { name }) => {
+                admin::remove_user(&store, &name, now()).await.map(|()| {
+                    vec![format!(
+                        "removed {name}; tokens acting for them are revoked"
+                    )]
+                })
+            }
+            Admin::User(UserAction::HashPassword) => Ok(vec![]),
             Admin::Token(TokenAction::Revoke { token }) => {
                 admin::revoke_token(&store, &token, now())
                     .await

@@ -158,11 +158,22 @@ impl TokenTable {
         }
     }
 
+    /// Forgets every token acting for a user (the user was removed).
+    pub fn evict_subject(&self, subject: &str) {
+        let subject = subject.to_owned();
+        if let Err(e) = self.cache.invalidate_entries_if(move |_, v| {
+            matches!(v, Entry::Valid(t) if t.subject.as_deref() == Some(subject.as_str()))
+        }) {
+            tracing::error!(error = %e, "cannot evict a user's tokens; they expire with cache_ttl");
+        }
+    }
+
     async fn apply(&self, revocation: &Revocation) {
         match revocation {
             Revocation::Token(h) => self.evict(h).await,
             Revocation::Family(f) => self.evict_family(f),
             Revocation::Client(c) => self.evict_client(c),
+            Revocation::Subject(s) => self.evict_subject(s),
         }
     }
 
@@ -297,6 +308,21 @@ mod tests {
             l: u32,
         ) -> Result<Vec<TokenRecord>, StoreError> {
             self.inner.list_tokens(c, l).await
+        }
+        async fn insert_user(&self, u: &crate::store::UserRecord) -> Result<(), StoreError> {
+            self.inner.insert_user(u).await
+        }
+        async fn get_user(&self, n: &str) -> Result<Option<crate::store::UserRecord>, StoreError> {
+            self.inner.get_user(n).await
+        }
+        async fn list_users(&self) -> Result<Vec<crate::store::UserRecord>, StoreError> {
+            self.inner.list_users().await
+        }
+        async fn set_user_password(&self, n: &str, h: &str) -> Result<bool, StoreError> {
+            self.inner.set_user_password(n, h).await
+        }
+        async fn delete_user(&self, n: &str, now: i64) -> Result<bool, StoreError> {
+            self.inner.delete_user(n, now).await
         }
         async fn insert_code(&self, c: &crate::store::CodeRecord) -> Result<(), StoreError> {
             self.inner.insert_code(c).await

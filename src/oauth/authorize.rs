@@ -316,7 +316,7 @@ impl OAuth {
             return resp;
         }
         let password = form.get("password").unwrap_or("").to_owned();
-        let user = self.users.iter().find(|u| u.name == username).cloned();
+        let user = self.find_user(username).await;
         // argon2 is slow on purpose: keep it off the async workers. An unknown user costs
         // the same as a known one.
         let phc = user
@@ -409,6 +409,54 @@ impl OAuth {
         }
         see_other(redirect_uri, &params)
     }
+}
+
+impl OAuth {
+    /// A user by name: those in the file first, then those in the store. A store error
+    /// counts as unknown (logged), so the page answers "wrong user name or password".
+    async fn find_user(&self, name: &str) -> Option<crate::config::UserConfig> {
+        if let Some(u) = self.users.iter().find(|u| u.name == name) {
+            return Some(u.clone());
+        }
+        match self.store.get_user(name).await {
+            Ok(Some(record)) => match user_from_record(record) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    tracing::error!(user = %printable(name), error = %e, "stored user is invalid");
+                    None
+                }
+            },
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read users from the store");
+                None
+            }
+        }
+    }
+}
+
+/// A stored user as the page uses it.
+pub fn user_from_record(
+    record: crate::store::UserRecord,
+) -> Result<crate::config::UserConfig, String> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        scopes: Option<String>,
+        #[serde(default)]
+        resources: std::collections::BTreeMap<String, String>,
+    }
+    let s: Settings = serde_json::from_value(record.settings).map_err(|e| e.to_string())?;
+    Ok(crate::config::UserConfig {
+        name: record.name,
+        password_hash: record.password_hash,
+        scope: s
+            .scopes
+            .map(|t| Scope::parse(&t))
+            .transpose()
+            .map_err(|e| e.to_string())?,
+        resources: s.resources,
+    })
 }
 
 /// Reads the request's parameters: the query for GET, the form for POST.

@@ -159,6 +159,19 @@ pub enum Revocation {
     Family(String),
     /// Every token of a client.
     Client(String),
+    /// Every token acting for a user (the user was removed).
+    Subject(String),
+}
+
+/// A user managed in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    pub name: String,
+    /// argon2 PHC string.
+    pub password_hash: String,
+    /// `{"scopes": "...", "resources": {...}}`.
+    pub settings: serde_json::Value,
+    pub created_at: i64,
 }
 
 /// The storage interface.
@@ -201,6 +214,15 @@ pub trait Store: Send + Sync + 'static {
         keep_old: bool,
         now: i64,
     ) -> Result<Rotation, StoreError>;
+    /// Stores a new user; [`StoreError::Conflict`] if the name exists.
+    async fn insert_user(&self, user: &UserRecord) -> Result<(), StoreError>;
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError>;
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError>;
+    /// Replaces a user's password hash; false if there is no such user.
+    async fn set_user_password(&self, name: &str, password_hash: &str) -> Result<bool, StoreError>;
+    /// Deletes a user and revokes every token acting for them; false if unknown.
+    async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError>;
+
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
     /// Spends a code atomically (see [`Redeem`]); on a replay, revokes its family.

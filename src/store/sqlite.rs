@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::{
     ClientRecord, CodeRecord, Redeem, Revocation, Rotation, Store, StoreError, TokenKind,
-    TokenRecord,
+    TokenRecord, UserRecord,
 };
 use crate::secret::SecretKey;
 use crate::token::TokenHash;
@@ -119,15 +119,34 @@ async fn log_revocation(
         Revocation::Token(h) => (Some(h.0.to_vec()), None, None),
         Revocation::Family(f) => (None, Some(f.as_str()), None),
         Revocation::Client(c) => (None, None, Some(c.as_str())),
+        Revocation::Subject(_) => (None, None, None),
     };
-    sqlx::query("INSERT INTO revocations (hash, family, client_id, at) VALUES (?, ?, ?, ?)")
-        .bind(hash)
-        .bind(family)
-        .bind(client)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+    let subject = match what {
+        Revocation::Subject(s) => Some(s.as_str()),
+        _ => None,
+    };
+    sqlx::query(
+        "INSERT INTO revocations (hash, family, client_id, subject, at) VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(hash)
+    .bind(family)
+    .bind(client)
+    .bind(subject)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
+}
+
+fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
+    let settings: String = row.try_get("settings")?;
+    Ok(UserRecord {
+        name: row.try_get("name")?,
+        password_hash: row.try_get("password_hash")?,
+        settings: serde_json::from_str(&settings)
+            .map_err(|e| StoreError::Corrupt(format!("user settings: {e}")))?,
+        created_at: row.try_get("created_at")?,
+    })
 }
 
 const TOKEN_COLUMNS: &str = "hash, kind, client_id, subject, scope, family, parent, extra, \
@@ -364,6 +383,67 @@ impl Store for SqliteStore {
         Ok(Rotation::Rotated)
     }
 
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, settings, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.settings.to_string())
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => StoreError::Conflict(format!("user {:?}", u.name)),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users WHERE name = ?")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn set_user_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE subject = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
@@ -452,7 +532,7 @@ impl Store for SqliteStore {
             return Ok((latest, Vec::new()));
         }
         let rows = sqlx::query(
-            "SELECT seq, hash, family, client_id FROM revocations WHERE seq > ? AND seq <= ? ORDER BY seq",
+            "SELECT seq, hash, family, client_id, subject FROM revocations WHERE seq > ? AND seq <= ? ORDER BY seq",
         )
         .bind(after)
         .bind(latest)
@@ -463,10 +543,12 @@ impl Store for SqliteStore {
             let hash: Option<Vec<u8>> = row.try_get("hash")?;
             let family: Option<String> = row.try_get("family")?;
             let client: Option<String> = row.try_get("client_id")?;
-            out.push(match (hash, family, client) {
-                (Some(h), _, _) => Revocation::Token(hash_from(h)?),
-                (None, Some(f), _) => Revocation::Family(f),
-                (None, None, Some(c)) => Revocation::Client(c),
+            let subject: Option<String> = row.try_get("subject")?;
+            out.push(match (hash, family, client, subject) {
+                (Some(h), _, _, _) => Revocation::Token(hash_from(h)?),
+                (None, Some(f), _, _) => Revocation::Family(f),
+                (None, None, Some(c), _) => Revocation::Client(c),
+                (None, None, None, Some(s)) => Revocation::Subject(s),
                 _ => return Err(StoreError::Corrupt("empty revocation entry".into())),
             });
         }
