@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use common::{json, post_form, Gate, Upstream};
+use common::{flow, json, post_form, Gate, Upstream};
 use sha2::Digest;
 
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
@@ -85,11 +85,7 @@ token_headers = ["x-access-token"]
 }
 
 fn authorize_url(gate: &Gate, params: &[(&str, &str)]) -> String {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    for (k, v) in params {
-        q.append_pair(k, v);
-    }
-    gate.url(&format!("/oauth/authorize?{}", q.finish()))
+    flow::url(gate, "/oauth/authorize", params)
 }
 
 fn web_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
@@ -109,36 +105,6 @@ fn web_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     p
 }
 
-/// The hidden fields of the consent form.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    html.split("<input type=\"hidden\" ")
-        .skip(1)
-        .map(|chunk| {
-            let name = chunk
-                .split("name=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap();
-            let value = chunk
-                .split("value=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap();
-            let unescape = |s: &str| {
-                s.replace("&quot;", "\"")
-                    .replace("&#x2f;", "/")
-                    .replace("&amp;", "&")
-            };
-            (name.to_owned(), unescape(value))
-        })
-        .collect()
-}
-
-/// GETs the page, then submits it; returns the POST response.
 async fn consent(
     gate: &Gate,
     params: &[(&str, &str)],
@@ -146,41 +112,10 @@ async fn consent(
     pw: &str,
     decision: &str,
 ) -> reqwest::Response {
-    let page = gate
-        .client()
-        .get(authorize_url(gate, params))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(page.status(), 200, "the page should render");
-    assert_eq!(page.headers()["x-frame-options"], "DENY");
-    let html = page.text().await.unwrap();
-    let mut form = hidden_fields(&html);
-    form.push(("username".into(), user.into()));
-    form.push(("password".into(), pw.into()));
-    form.push(("decision".into(), decision.into()));
-    gate.client()
-        .post(gate.url("/oauth/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
+    flow::consent(gate, "/oauth/authorize", params, user, pw, decision).await
 }
 
-fn location_params(resp: &reqwest::Response) -> (String, Vec<(String, String)>) {
-    let loc = resp.headers()["location"].to_str().unwrap().to_owned();
-    let (base, query) = loc.split_once('?').unwrap();
-    (
-        base.to_owned(),
-        form_urlencoded::parse(query.as_bytes())
-            .into_owned()
-            .collect(),
-    )
-}
-
-fn param<'a>(p: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    p.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
-}
+use flow::{hidden_fields, location as location_params, param};
 
 async fn exchange(
     gate: &Gate,

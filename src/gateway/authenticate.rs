@@ -45,30 +45,26 @@ pub fn extract<'a>(
     for header in accepted {
         match header {
             TokenHeader::Authorization => {
-                let mut all = headers.get_all(AUTHORIZATION).iter();
-                if let Some(v) = all.next() {
-                    if all.next().is_some() {
-                        return Err(GatewayError::BadToken("several Authorization headers"));
-                    }
-                    let text = v.to_str().map_err(|_| {
-                        GatewayError::BadToken("the Authorization header is not ASCII")
-                    })?;
-                    if let Some((scheme, rest)) = text.split_once(' ') {
-                        if scheme.eq_ignore_ascii_case("bearer") {
-                            offer(rest.trim())?;
-                        }
+                let text = single(
+                    headers,
+                    &AUTHORIZATION,
+                    "several Authorization headers",
+                    "the Authorization header is not ASCII",
+                )?;
+                if let Some((scheme, rest)) = text.and_then(|t| t.split_once(' ')) {
+                    if scheme.eq_ignore_ascii_case("bearer") {
+                        offer(rest.trim())?;
                     }
                 }
             }
             TokenHeader::XAccessToken => {
-                let mut all = headers.get_all(&X_ACCESS_TOKEN).iter();
-                if let Some(v) = all.next() {
-                    if all.next().is_some() {
-                        return Err(GatewayError::BadToken("several X-Access-Token headers"));
-                    }
-                    let text = v.to_str().map_err(|_| {
-                        GatewayError::BadToken("the X-Access-Token header is not ASCII")
-                    })?;
+                let text = single(
+                    headers,
+                    &X_ACCESS_TOKEN,
+                    "several X-Access-Token headers",
+                    "the X-Access-Token header is not ASCII",
+                )?;
+                if let Some(text) = text {
                     offer(text.trim())?;
                 }
             }
@@ -91,6 +87,26 @@ pub fn extract<'a>(
     found
         .filter(|v| !v.is_empty())
         .ok_or(GatewayError::MissingToken)
+}
+
+/// The one value of header `name`, if present; several values, or a non-ASCII one,
+/// are a bad request.
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    several: &'static str,
+    not_ascii: &'static str,
+) -> Result<Option<&'a str>, GatewayError> {
+    let mut all = headers.get_all(name).iter();
+    let Some(v) = all.next() else {
+        return Ok(None);
+    };
+    if all.next().is_some() {
+        return Err(GatewayError::BadToken(several));
+    }
+    v.to_str()
+        .map(Some)
+        .map_err(|_| GatewayError::BadToken(not_ascii))
 }
 
 /// Extracts and validates the token.

@@ -5,7 +5,7 @@
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use super::{client_auth, form, json_no_store, OAuth, OAuthError};
+use super::{json_no_store, OAuth, OAuthError};
 use crate::body::Body;
 use crate::store::TokenKind;
 use crate::token::{self, Kind};
@@ -16,9 +16,7 @@ impl OAuth {
         req: Request<Incoming>,
         client_id: &mut Option<String>,
     ) -> Result<Response<Body>, OAuthError> {
-        let (parts, form) = form::read(req).await?;
-        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
-        *client_id = Some(client.id.clone());
+        let (form, client) = self.authenticated_form(req, client_id).await?;
         let value = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;

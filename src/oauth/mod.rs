@@ -161,6 +161,21 @@ impl OAuth {
     }
 }
 
+impl OAuth {
+    /// The common start of the token, revocation and introspection endpoints: read the
+    /// form, authenticate the client, and note its id for the access log.
+    async fn authenticated_form(
+        &self,
+        req: Request<Incoming>,
+        client_id: &mut Option<String>,
+    ) -> Result<(form::Form, Arc<client::Client>), OAuthError> {
+        let (parts, form) = form::read(req).await?;
+        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
+        *client_id = Some(client.id.clone());
+        Ok((form, client))
+    }
+}
+
 /// A JSON response that must not be cached (RFC 6749 §5.1).
 fn json_no_store(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
     let mut resp = Response::new(body::full(value.to_string()));

@@ -5,7 +5,7 @@ use hyper::body::Incoming;
 
 use super::client::GrantType;
 use super::grants::Issued;
-use super::{client_auth, form, json_no_store, OAuth, OAuthError};
+use super::{form, json_no_store, OAuth, OAuthError};
 use crate::body::Body;
 
 impl OAuth {
@@ -14,9 +14,7 @@ impl OAuth {
         req: Request<Incoming>,
         client_id: &mut Option<String>,
     ) -> Result<Response<Body>, OAuthError> {
-        let (parts, form) = form::read(req).await?;
-        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
-        *client_id = Some(client.id.clone());
+        let (form, client) = self.authenticated_form(req, client_id).await?;
         let grant_type = match form.get("grant_type") {
             Some(g) => g,
             None if client.relaxed_parameters && form.get("code").is_some() => "authorization_code",
