@@ -316,6 +316,12 @@ pub async fn add_user(store: &Arc<dyn Store>, new: NewUser, now: i64) -> Result<
             .split_once('=')
             .filter(|(k, _)| !k.is_empty())
             .ok_or_else(|| AdminError::Invalid(format!("resource {pair:?}: expected key=value")))?;
+        let n = k.replace('-', "_").to_ascii_lowercase();
+        if crate::gateway::identity::RESERVED_KEYS.contains(&n.as_str()) {
+            return Err(AdminError::Invalid(format!(
+                "resource {k:?} would collide with an identity header"
+            )));
+        }
         resources.insert(k.to_owned(), v.to_owned().into());
     }
     let hash = crate::oauth::password::hash(&new.password).map_err(AdminError::Invalid)?;

@@ -138,6 +138,20 @@ async fn exchange(
 #[tokio::test]
 async fn the_whole_flow_with_pkce_refresh_and_an_api_call() {
     let Env { gate, up, .. } = env().await;
+    let page = gate
+        .client()
+        .get(authorize_url(&gate, &web_params(&[])))
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains("form-action 'self' https://app.example;"),
+        "{csp}"
+    );
     let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await;
     assert_eq!(resp.status(), 303);
     let (base, p) = location_params(&resp);

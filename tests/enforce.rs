@@ -395,3 +395,37 @@ async fn public_routes_need_no_token_and_refusals_never_reach_the_upstream() {
     }
     assert_eq!(up.hits(), 2);
 }
+
+#[tokio::test]
+async fn encoded_or_odd_paths_cannot_slip_into_a_laxer_route() {
+    let (gate, up, _) = setup().await;
+    let t = bearer(&token(&gate, "hubic-app", "s1").await);
+    // %6C is "l": canonically /links/1, which needs links.r for GET (not granted).
+    let resp = call(&gate, "GET", "/%6Cinks/1", &[("authorization", &t)]).await;
+    assert_eq!(resp.status(), 403);
+    // The canonical path is what the upstream sees.
+    let resp = call(&gate, "DELETE", "/%6Cinks/1", &[("authorization", &t)]).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["uri"], "/links/1");
+    // (reqwest itself normalizes %2e%2e before sending; the unit tests cover it.)
+    for path in ["//links/1", "/account/x%2F..%2Flinks", "/links;x=1"] {
+        let resp = call(&gate, "GET", path, &[("authorization", &t)]).await;
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+    assert_eq!(up.hits(), 1);
+}
+
+#[tokio::test]
+async fn a_query_token_does_not_reach_the_upstream() {
+    let (gate, _up, _) = setup().await;
+    let hs = token(&gate, "hubspot-app", "s3").await;
+    let resp = call(
+        &gate,
+        "GET",
+        &format!("/contacts/x?a=1&access_token={hs}&b=2"),
+        &[],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(json(resp).await["uri"], "/contacts/x?a=1&b=2");
+}

@@ -221,11 +221,22 @@ pub(super) fn user(
         .map(|s| crate::scope::Scope::parse(&s))
         .transpose()
         .map_err(|e| err(file, &key("scopes"), e.to_string()))?;
+    let resources = raw.resources.unwrap_or_default();
+    if let Some(k) = resources.keys().find(|k| {
+        let n = k.replace('-', "_").to_ascii_lowercase();
+        crate::gateway::identity::RESERVED_KEYS.contains(&n.as_str())
+    }) {
+        return Err(err(
+            file,
+            &key("resources"),
+            format!("{k:?} would collide with an identity header; choose another key"),
+        ));
+    }
     Ok(UserConfig {
         name,
         password_hash,
         scope,
-        resources: raw.resources.unwrap_or_default(),
+        resources,
     })
 }
 

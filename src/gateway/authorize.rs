@@ -18,11 +18,26 @@ pub struct Authorized {
 /// Checks `access` for `method` against the token's scope. No I/O, no allocation unless
 /// refusing.
 pub fn check(access: &Access, method: &Method, token: &CachedToken) -> Result<(), GatewayError> {
+    // `delete` is not `DELETE` to us, but many upstream frameworks upper-case it: refuse
+    // methods that are not upper case rather than let them dodge a per-method rule.
+    if !method
+        .as_str()
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b == b'-' || b == b'_')
+    {
+        return Err(GatewayError::MethodNotAllowed);
+    }
     match access {
         Access::Public => Ok(()),
         Access::Scopes(required) => need(required, token),
         Access::MethodScopes { methods, other } => {
-            match methods.iter().find(|(m, _)| m == method) {
+            // HEAD is a GET without body: without its own entry it needs GET's.
+            let found = methods.iter().find(|(m, _)| m == method).or_else(|| {
+                (method == Method::HEAD)
+                    .then(|| methods.iter().find(|(m, _)| m == Method::GET))
+                    .flatten()
+            });
+            match found {
                 Some((_, required)) => need(required, token),
                 None => match other {
                     Some(required) => need(required, token),
@@ -153,6 +168,15 @@ mod tests {
         );
         assert_eq!(
             check(&per_method, &Method::DELETE, &hs),
+            Err(GatewayError::MethodNotAllowed)
+        );
+        assert!(
+            check(&per_method, &Method::HEAD, &hs).is_ok(),
+            "HEAD follows GET"
+        );
+        let lower = Method::from_bytes(b"post").unwrap();
+        assert_eq!(
+            check(&need("profile"), &lower, &t),
             Err(GatewayError::MethodNotAllowed)
         );
         assert!(check(&need("crm.objects.contacts.read"), &Method::GET, &hs).is_ok());

@@ -10,6 +10,9 @@ use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION};
 use super::authenticate::X_ACCESS_TOKEN;
 use super::authorize::Authorized;
 
+/// Resource keys that would collide with the identity headers themselves.
+pub const RESERVED_KEYS: [&str; 3] = ["client_id", "subject", "scope"];
+
 /// Precomputed header names for one prefix.
 #[derive(Debug, Clone)]
 pub struct IdentityHeaders {
@@ -36,9 +39,19 @@ impl IdentityHeaders {
 
     /// Rewrites `headers` for the upstream.
     pub fn apply(&self, headers: &mut HeaderMap, caller: Option<&Authorized>, pass_token: bool) {
+        // `_` counts as `-`: CGI-style upstreams (WSGI, Rack, PHP) map both to the same
+        // variable, so `X_Authgate_Subject` would otherwise shadow the real header.
+        let prefix = self.prefix.as_bytes();
         let spoofed: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with(&self.prefix))
+            .filter(|k| {
+                let name = k.as_str().as_bytes();
+                name.len() >= prefix.len()
+                    && name
+                        .iter()
+                        .zip(prefix)
+                        .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+            })
             .cloned()
             .collect();
         for k in spoofed {
@@ -87,6 +100,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert("x-authgate-client-id", "evil".parse().unwrap());
         h.insert("x-authgate-admin", "true".parse().unwrap());
+        h.insert("x_authgate_subject", "root".parse().unwrap());
         h.insert("authorization", "Bearer t".parse().unwrap());
         h.insert("x-other", "kept".parse().unwrap());
         let mut extra = serde_json::Map::new();
@@ -108,6 +122,7 @@ mod tests {
         assert_eq!(h["x-authgate-scope"], "profile");
         assert_eq!(h["x-authgate-location-id"], "3r4s3-1");
         assert!(!h.contains_key("x-authgate-admin"));
+        assert!(!h.contains_key("x_authgate_subject"));
         assert!(!h.contains_key("authorization"));
         assert_eq!(h["x-other"], "kept");
 

@@ -171,7 +171,7 @@ impl Gateway {
             auth: "",
         };
 
-        let mut resp = match self.phases(req, conn, secure, &mut ctx).await {
+        let mut resp = match self.phases(req, conn, secure, client_ip, &mut ctx).await {
             Ok(resp) => resp,
             Err(err) => {
                 match err.fault() {
@@ -216,6 +216,7 @@ impl Gateway {
         req: Request<Incoming>,
         conn: &ConnInfo,
         secure: bool,
+        client_ip: IpAddr,
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         // limits
@@ -236,11 +237,13 @@ impl Gateway {
         if conn.listener == Listener::Http(HttpMode::Redirect) && !secure {
             return self.redirect(&req);
         }
-        if has_dot_segment(path) {
-            return Err(GatewayError::BadRequest(
-                "the path has . or .. segments; send the normalized path",
-            ));
+        // One canonical path for routing, scope checks and forwarding, so a path cannot
+        // match a lenient route here and reach a stricter resource upstream.
+        let mut req = req;
+        if let Some(canonical) = canonical_path(req.uri().path())? {
+            replace_path(&mut req, &canonical)?;
         }
+        let path = req.uri().path();
         if let Some(endpoint) = self.oauth.endpoint(path) {
             // Credentials and tokens never travel in clear (RFC 6749 §2.3.1, §3.2).
             if !secure {
@@ -248,15 +251,9 @@ impl Gateway {
                     "OAuth endpoints are served over HTTPS only",
                 ));
             }
-            let ip = headers::client_ip(
-                req.headers(),
-                conn.peer.ip().to_canonical(),
-                conn.trusted_peer,
-                |ip| self.is_trusted(ip),
-            );
             return Ok(self
                 .oauth
-                .handle(endpoint, req, ip, &mut ctx.client_id)
+                .handle(endpoint, req, client_ip, &mut ctx.client_id)
                 .await);
         }
 
@@ -304,9 +301,11 @@ impl Gateway {
             proto: if secure { "https" } else { "http" },
             host: host_owned.as_deref(),
         };
-        let mut req = req;
         self.identity
             .apply(req.headers_mut(), caller.as_ref(), rc.pass_token);
+        if rc.allow_query_token && !rc.pass_token {
+            strip_query_token(&mut req);
+        }
         self.upstreams
             .forward(route, req, &client, &conn.slot, &mut ctx.upstream)
             .await
@@ -377,6 +376,96 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
+/// The canonical form of `path`, if it differs: percent-encoded unreserved characters
+/// decoded (`%6Frders` → `orders`), other escapes upper-cased. Refused: `.`/`..`
+/// segments, empty segments (`//`), `;` parameters, and encoded `/`, `\` or NUL — all
+/// ways for one path to name another resource once an upstream normalizes it.
+fn canonical_path(path: &str) -> Result<Option<String>, GatewayError> {
+    let bad = |why: &'static str| Err(GatewayError::BadRequest(why));
+    if path.contains(';') {
+        return bad("the path has ; parameters");
+    }
+    if path.contains("//") {
+        return bad("the path has empty segments (//)");
+    }
+    if has_dot_segment(path) {
+        return bad("the path has . or .. segments; send the normalized path");
+    }
+    if !path.contains('%') {
+        return Ok(None);
+    }
+    let bytes = path.as_bytes();
+    let mut out = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(bytes[i] as char);
+            i += 1;
+            continue;
+        }
+        let hex = path
+            .get(i + 1..i + 3)
+            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+        let Some(hex) = hex else {
+            return bad("the path has a malformed percent-escape");
+        };
+        let byte =
+            u8::from_str_radix(hex, 16).map_err(|_| GatewayError::BadRequest("bad escape"))?;
+        match byte {
+            b'/' | b'\\' | 0 => return bad("the path has an encoded /, \\ or NUL"),
+            b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => out.push(b as char),
+            _ => {
+                out.push('%');
+                out.push_str(&hex.to_ascii_uppercase());
+            }
+        }
+        i += 3;
+    }
+    if has_dot_segment(&out) || out.contains("//") {
+        return bad("the path has . or .. segments; send the normalized path");
+    }
+    Ok((out != path).then_some(out))
+}
+
+/// Removes `access_token=` from the query: the token authenticated this request and must
+/// not reach upstream logs.
+fn strip_query_token<B>(req: &mut Request<B>) {
+    let Some(q) = req.uri().query().filter(|q| q.contains("access_token=")) else {
+        return;
+    };
+    let kept: Vec<&str> = q
+        .split('&')
+        .filter(|p| !p.starts_with("access_token="))
+        .collect();
+    let path = req.uri().path();
+    let pq = if kept.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", kept.join("&"))
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = pq.parse().ok();
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *req.uri_mut() = uri;
+    }
+}
+
+/// Sets the request's path, keeping its query.
+fn replace_path<B>(req: &mut Request<B>, path: &str) -> Result<(), GatewayError> {
+    let pq = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        pq.parse()
+            .map_err(|_| GatewayError::BadRequest("the path cannot be normalized"))?,
+    );
+    *req.uri_mut() = http::Uri::from_parts(parts)
+        .map_err(|_| GatewayError::BadRequest("the path cannot be normalized"))?;
+    Ok(())
+}
+
 /// Whether `path` has a `.` or `..` segment, raw or percent-encoded (`%2e`). Such paths
 /// could match one route here and reach another resource upstream once normalized.
 fn has_dot_segment(path: &str) -> bool {
@@ -425,6 +514,34 @@ mod tests {
             "/a/%2e%2e%2e",
         ] {
             assert!(!has_dot_segment(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn paths_are_canonical_or_refused() {
+        assert_eq!(canonical_path("/v1/location/orders").unwrap(), None);
+        assert_eq!(
+            canonical_path("/v1/location/%6Frders").unwrap().as_deref(),
+            Some("/v1/location/orders")
+        );
+        assert_eq!(
+            canonical_path("/a%20b/%c3%a9").unwrap().as_deref(),
+            Some("/a%20b/%C3%A9")
+        );
+        assert_eq!(canonical_path("/a%20b").unwrap(), None);
+        for bad in [
+            "//v1/location",
+            "/v1/location//orders",
+            "/v1/location/x%2F..%2Forders",
+            "/links;x",
+            "/a/%2e%2e/b",
+            "/a/%5c",
+            "/a/%00",
+            "/a/%zz",
+            "/a/%2",
+            "/a/%2E%2E",
+        ] {
+            assert!(canonical_path(bad).is_err(), "{bad}");
         }
     }
 

@@ -37,10 +37,16 @@ pub enum AccountError {
     TooLarge,
     /// 503 `Error`: the store failed.
     Internal,
+    /// 429: too many attempts for this account or address (seconds to wait).
+    TooMany(i64),
 }
 
 impl AccountError {
     fn into_response(self) -> Response<Body> {
+        let retry_after = match &self {
+            AccountError::TooMany(wait) => Some(*wait),
+            _ => None,
+        };
         let (status, code, text) = match self {
             AccountError::Validation(t) => (StatusCode::BAD_REQUEST, "Validation", t),
             AccountError::AuthFailed(t) => (StatusCode::UNAUTHORIZED, "Validation", t.into()),
@@ -59,8 +65,17 @@ impl AccountError {
                 "Error",
                 "Error in generating auth token!".into(),
             ),
+            AccountError::TooMany(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "Validation",
+                format!("Too many failed attempts. Retry in {wait} seconds."),
+            ),
         };
         let mut resp = json_error(status, code, &text);
+        if let Some(wait) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        }
         resp.headers_mut()
             .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
         if status == StatusCode::METHOD_NOT_ALLOWED {
@@ -206,9 +221,10 @@ impl OAuth {
     pub(super) async fn account_grant(
         &self,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         who: &mut Option<String>,
     ) -> Response<Body> {
-        match self.account_token(req, who).await {
+        match self.account_token(req, client_ip, who).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::info!(error = ?e, "account token refused");
@@ -220,9 +236,14 @@ impl OAuth {
     async fn account_token(
         &self,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         who: &mut Option<String>,
     ) -> Result<Response<Body>, AccountError> {
         let request = validate(read_params(req).await?)?;
+        // Counted before the secret is checked, so parallel guesses cannot outrun it.
+        self.account_attempts
+            .attempt(&request.account, client_ip)
+            .map_err(AccountError::TooMany)?;
         let account: &AccountConfig = self
             .accounts
             .iter()
@@ -241,6 +262,7 @@ impl OAuth {
                 ));
             }
         }
+        self.account_attempts.succeeded(&request.account, client_ip);
         let now = (self.clock)();
         let value = self.codec.mint(Kind::Access);
         let ttl = account

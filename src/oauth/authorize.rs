@@ -261,6 +261,7 @@ impl OAuth {
             action: &self.cfg.authorize_path,
             username,
             error,
+            redirect_origin: origin_of(&request.redirect_uri),
         };
         self.pages.consent(&consent, status)
     }
@@ -299,7 +300,16 @@ impl OAuth {
             );
         }
         let username = form.get("username").unwrap_or("");
-        if let Some(wait) = self.logins.check(username, client_ip) {
+        if username.len() > 256 {
+            return self.consent_page(
+                form,
+                &request,
+                "",
+                Some("Wrong user name or password."),
+                StatusCode::UNAUTHORIZED,
+            );
+        }
+        if let Err(wait) = self.logins.attempt(username, client_ip) {
             tracing::warn!(user = %printable(username), %client_ip, "login rate limit reached");
             let minutes = (wait + 59) / 60;
             let text = format!("Too many failed attempts. Try again in {minutes} minute(s).");
@@ -323,12 +333,16 @@ impl OAuth {
             .as_ref()
             .map(|u| u.password_hash.clone())
             .unwrap_or_else(|| self.dummy_hash.clone());
-        let verified =
-            tokio::task::spawn_blocking(move || super::password::verify(&phc, &password))
-                .await
-                .unwrap_or(false);
+        // argon2 takes ~19 MiB per check: bound how many run at once.
+        let verified = match self.hashing.acquire().await {
+            Ok(_permit) => {
+                tokio::task::spawn_blocking(move || super::password::verify(&phc, &password))
+                    .await
+                    .unwrap_or(false)
+            }
+            Err(_) => false,
+        };
         let Some(user) = user.filter(|_| verified) else {
-            self.logins.failed(username, client_ip);
             tracing::info!(client_id = %request.client.id, user = %printable(username), %client_ip, "login failed");
             return self.consent_page(
                 form,
@@ -338,7 +352,7 @@ impl OAuth {
                 StatusCode::UNAUTHORIZED,
             );
         };
-        self.logins.succeeded(username);
+        self.logins.succeeded(username, client_ip);
         let granted = match &user.scope {
             Some(s) => request.scope.intersect(s),
             None => request.scope.clone(),
@@ -488,6 +502,21 @@ async fn read_params(req: Request<Incoming>) -> Result<Form, PageError> {
             "Use GET or POST.".into(),
         )),
     }
+}
+
+/// `scheme://authority` of a redirect URI, if it is plain enough to put in a CSP source
+/// list (the out-of-band URI has none: its page is served from here).
+fn origin_of(uri: &str) -> Option<String> {
+    let parsed: http::Uri = uri.parse().ok()?;
+    let origin = format!(
+        "{}://{}",
+        parsed.scheme_str()?,
+        parsed.authority()?.as_str()
+    );
+    origin
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b".-:/[]".contains(&b))
+        .then_some(origin)
 }
 
 /// 303 to `uri` with `params` added to its query.

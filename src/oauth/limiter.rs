@@ -1,8 +1,10 @@
-//! Login rate limiting on the authorize page: failed attempts are counted per user name
-//! and per client IP in fixed windows; past the limit, logins are refused with 429 until
-//! the window ends (even with the right password, so guessing cannot continue). A
-//! successful login clears the user's count. Memory is bounded: expired windows are
-//! dropped when the tables grow.
+//! Login rate limiting on the authorize page (and the account grant): attempts are
+//! counted per user name and per client address (IPv6 by /64) in fixed windows. An
+//! attempt is counted *before* the password is checked, so parallel requests cannot all
+//! slip under the limit; a success takes it back and clears the user's count. Past the
+//! limit, attempts are refused with 429 until the window ends (even with the right
+//! password, so guessing cannot continue). Memory is bounded: expired windows are dropped
+//! when the tables grow, and names longer than 256 bytes are refused before counting.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -59,11 +61,30 @@ impl<K: Hash + Eq + Clone> Table<K> {
         w.failures += 1;
     }
 
+    fn undo(&self, key: &K) {
+        let mut map = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(w) = map.get_mut(key) {
+            w.failures = w.failures.saturating_sub(1);
+        }
+    }
+
     fn clear(&self, key: &K) {
         self.entries
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(key);
+    }
+}
+
+/// The address an attempt is counted under: IPv4 as is, IPv6 by its /64 (one host
+/// usually holds a whole /64).
+fn bucket(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        v4 => v4,
     }
 }
 
@@ -86,24 +107,27 @@ impl LoginLimiter {
         }
     }
 
-    /// Seconds to wait, if this user or address may not try now.
-    pub fn check(&self, user: &str, ip: IpAddr) -> Option<i64> {
+    /// Starts an attempt: `Err(seconds to wait)` if this user or address is over the
+    /// limit; otherwise the attempt is counted now (see [`LoginLimiter::succeeded`]).
+    pub fn attempt(&self, user: &str, ip: IpAddr) -> Result<(), i64> {
         let now = (self.clock)();
-        let u = self.users.blocked(&user.to_owned(), now, self.window);
+        let ip = bucket(ip);
+        let key = user.to_owned();
+        let u = self.users.blocked(&key, now, self.window);
         let i = self.ips.blocked(&ip, now, self.window);
-        u.max(i)
-    }
-
-    /// Records a failed attempt.
-    pub fn failed(&self, user: &str, ip: IpAddr) {
-        let now = (self.clock)();
-        self.users.fail(&user.to_owned(), now, self.window);
+        if let Some(wait) = u.max(i) {
+            return Err(wait);
+        }
+        self.users.fail(&key, now, self.window);
         self.ips.fail(&ip, now, self.window);
+        Ok(())
     }
 
-    /// Records a successful login.
-    pub fn succeeded(&self, user: &str) {
+    /// The attempt succeeded: the user's count is cleared and the address's attempt
+    /// taken back.
+    pub fn succeeded(&self, user: &str, ip: IpAddr) {
         self.users.clear(&user.to_owned());
+        self.ips.undo(&bucket(ip));
     }
 }
 
@@ -121,22 +145,24 @@ mod tests {
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         let other: IpAddr = "10.0.0.2".parse().unwrap();
         for _ in 0..3 {
-            assert_eq!(l.check("alice", ip), None);
-            l.failed("alice", ip);
+            assert_eq!(l.attempt("alice", ip), Ok(()));
         }
         assert_eq!(
-            l.check("alice", other),
-            Some(60),
+            l.attempt("alice", other),
+            Err(60),
             "per user, from any address"
         );
-        assert_eq!(l.check("bob", ip), None);
-        l.failed("bob", ip);
-        l.failed("carol", ip);
-        assert_eq!(l.check("dave", ip), Some(60), "per address, for any user");
+        assert_eq!(l.attempt("bob", ip), Ok(()));
+        assert_eq!(l.attempt("carol", ip), Ok(()));
+        assert_eq!(
+            l.attempt("dave", ip),
+            Err(60),
+            "per address (5 counted), for any user"
+        );
         now.store(1060, Ordering::SeqCst);
-        assert_eq!(l.check("alice", other), None, "window over");
-        l.failed("erin", other);
-        l.succeeded("erin");
+        assert_eq!(l.attempt("alice", other), Ok(()), "window over");
+        assert_eq!(l.attempt("erin", other), Ok(()));
+        l.succeeded("erin", other);
         assert_eq!(
             l.users
                 .entries
@@ -146,5 +172,20 @@ mod tests {
                 .map(|w| w.failures),
             None
         );
+        assert_eq!(
+            l.ips.entries.lock().unwrap()[&other].failures,
+            1,
+            "erin's attempt taken back"
+        );
+        // One /64 is one bucket.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        for i in 0..5 {
+            assert_eq!(
+                l.attempt(&format!("u{i}"), if i % 2 == 0 { a } else { b }),
+                Ok(())
+            );
+        }
+        assert!(l.attempt("u9", b).is_err());
     }
 }

@@ -77,6 +77,10 @@ pub struct OAuth {
     /// Verified against when the user name is unknown, so timing reveals nothing.
     dummy_hash: String,
     logins: limiter::LoginLimiter,
+    /// Account-grant attempts, counted like logins (by account id and address).
+    account_attempts: limiter::LoginLimiter,
+    /// Bounds concurrent argon2 checks (memory-hard: ~19 MiB each).
+    hashing: tokio::sync::Semaphore,
 }
 
 impl OAuth {
@@ -104,6 +108,13 @@ impl OAuth {
                 config.oauth.login_window.as_secs() as i64,
                 clock.clone(),
             ),
+            account_attempts: limiter::LoginLimiter::new(
+                config.oauth.login_attempts_per_user,
+                config.oauth.login_attempts_per_ip,
+                config.oauth.login_window.as_secs() as i64,
+                clock.clone(),
+            ),
+            hashing: tokio::sync::Semaphore::new(4),
             clock,
         }
     }
@@ -146,7 +157,7 @@ impl OAuth {
             Endpoint::Revoke => self.revoke(req, client_id).await,
             Endpoint::Introspect => self.introspect(req, client_id).await,
             Endpoint::Metadata => Ok(self.metadata(req.method())),
-            Endpoint::AccountToken => return self.account_grant(req, client_id).await,
+            Endpoint::AccountToken => return self.account_grant(req, client_ip, client_id).await,
             Endpoint::Authorize => return self.authorize(req, client_ip, client_id).await,
         };
         result.unwrap_or_else(|e| {

@@ -74,6 +74,10 @@ pub struct Consent<'a> {
     pub action: &'a str,
     pub username: &'a str,
     pub error: Option<&'a str>,
+    /// Origin of the redirect URI the form's POST will redirect to; browsers apply
+    /// `form-action` to that redirect, so the CSP must allow it.
+    #[serde(skip)]
+    pub redirect_origin: Option<String>,
 }
 
 impl Pages {
@@ -94,7 +98,13 @@ impl Pages {
         Pages { env }
     }
 
-    fn render(&self, name: &str, ctx: minijinja::Value, status: StatusCode) -> Response<Body> {
+    fn render(
+        &self,
+        name: &str,
+        ctx: minijinja::Value,
+        status: StatusCode,
+        form_target: Option<&str>,
+    ) -> Response<Body> {
         let html = self
             .env
             .get_template(name)
@@ -112,12 +122,16 @@ impl Pages {
         );
         h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        h.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-            ),
+        let form_action = match form_target {
+            Some(origin) => format!("form-action 'self' {origin}; "),
+            None => "form-action 'self'; ".to_owned(),
+        };
+        let csp = format!(
+            "default-src 'none'; style-src 'unsafe-inline'; {form_action}frame-ancestors 'none'; base-uri 'none'"
         );
+        if let Ok(v) = HeaderValue::from_str(&csp) {
+            h.insert(header::CONTENT_SECURITY_POLICY, v);
+        }
         h.insert(
             header::REFERRER_POLICY,
             HeaderValue::from_static("no-referrer"),
@@ -133,7 +147,7 @@ impl Pages {
     pub fn consent(&self, c: &Consent<'_>, status: StatusCode) -> Response<Body> {
         let mut ctx = minijinja::Value::from_serialize(c);
         ctx = minijinja::context! { style => BASE_STYLE, ..ctx };
-        self.render("consent.html", ctx, status)
+        self.render("consent.html", ctx, status, c.redirect_origin.as_deref())
     }
 
     /// The page showing an out-of-band code.
@@ -142,6 +156,7 @@ impl Pages {
             "oob.html",
             minijinja::context! { style => BASE_STYLE, client_name, code, minutes },
             StatusCode::OK,
+            None,
         )
     }
 
@@ -151,6 +166,7 @@ impl Pages {
             "error.html",
             minijinja::context! { style => BASE_STYLE, message },
             status,
+            None,
         )
     }
 }
@@ -189,14 +205,20 @@ mod tests {
             action: "/oauth/authorize",
             username: "",
             error: Some("wrong user name or password"),
+            redirect_origin: Some("https://app.example".into()),
         };
         let resp = pages.consent(&consent, StatusCode::UNAUTHORIZED);
         assert_eq!(resp.status(), 401);
         assert_eq!(resp.headers()["x-frame-options"], "DENY");
-        assert!(resp.headers()["content-security-policy"]
+        let csp = resp.headers()["content-security-policy"]
             .to_str()
             .unwrap()
-            .contains("frame-ancestors 'none'"));
+            .to_owned();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(
+            csp.contains("form-action 'self' https://app.example;"),
+            "{csp}"
+        );
         let html = text(resp).await;
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;"));

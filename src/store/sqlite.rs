@@ -435,6 +435,11 @@ impl Store for SqliteStore {
             .bind(name)
             .execute(&mut *tx)
             .await?;
+        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
+        sqlx::query("DELETE FROM codes WHERE subject = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
         let done = sqlx::query("DELETE FROM users WHERE name = ?")
             .bind(name)
             .execute(&mut *tx)

@@ -60,6 +60,12 @@ pub async fn consent(
         .unwrap();
     assert_eq!(page.status(), 200, "the authorize page should render");
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+    // The POST redirects to the client: the CSP must let the form go there.
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let html = page.text().await.unwrap();
     let mut form = hidden_fields(&html);
     form.push(("username".into(), user.into()));
