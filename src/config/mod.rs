@@ -718,12 +718,18 @@ impl Validator<'_> {
                 if map.is_empty() {
                     return Err(self.err(&key("method_scopes"), "must name at least one method"));
                 }
-                let mut methods = Vec::new();
+                let mut methods: Vec<(http::Method, crate::scope::Scope)> = Vec::new();
                 for (m, list) in map {
                     let method = http::Method::from_bytes(m.to_ascii_uppercase().as_bytes())
                         .map_err(|_| {
                             self.err(&key("method_scopes"), format!("{m:?} is not a method"))
                         })?;
+                    if methods.iter().any(|(seen, _)| *seen == method) {
+                        return Err(self.err(
+                            &key("method_scopes"),
+                            format!("{m:?} is listed twice (methods are case-insensitive here)"),
+                        ));
+                    }
                     let scope = crate::scope::Scope::parse(&list.join(" ")).map_err(|e| {
                         self.err(&format!("route[{i}].method_scopes.{m}"), e.to_string())
                     })?;
@@ -758,6 +764,16 @@ impl Validator<'_> {
             (true, None, None) => {
                 if r.level.is_some() {
                     return Err(self.err(&key("level"), "a public route takes no level"));
+                }
+                // Token settings would silently do nothing on a route without tokens.
+                for (k, set) in [
+                    ("token_headers", r.token_headers.is_some()),
+                    ("pass_token", r.pass_token.is_some()),
+                    ("allow_query_token", r.allow_query_token.is_some()),
+                ] {
+                    if set {
+                        return Err(self.err(&key(k), "a public route takes no token settings"));
+                    }
                 }
                 Access::Public
             }

@@ -314,3 +314,24 @@ fn accounts_and_clients_are_validated() {
     assert_eq!(ok.oauth.refresh_token_ttl.secs(), Some(90 * 86400));
     assert!(ok.clients[0].secret.is_none());
 }
+
+#[test]
+fn keys_that_would_do_nothing_are_refused() {
+    let client = |body: &str| {
+        err(&format!(
+            "{NO_TLS}[[client]]\nid = \"a\"\nsecret = \"s\"\n{body}"
+        ))
+    };
+    assert!(client("refresh_tokens = true").contains("client[0].refresh_tokens"));
+    assert!(client("pkce = \"required\"").contains("client[0].pkce"));
+    assert!(client("token_response_extra = true").contains("client[0].token_response_extra"));
+    let route = |body: &str| {
+        err(&format!(
+            "{NO_TLS}[[route]]\npath = \"/\"\nupstream = \"http://a\"\n{body}"
+        ))
+    };
+    assert!(route("public = true\npass_token = true").contains("route[0].pass_token"));
+    assert!(route("public = true\ntoken_headers = [\"authorization\"]")
+        .contains("route[0].token_headers"));
+    assert!(route("[route.method_scopes]\nGET = []\nget = []").contains("listed twice"));
+}

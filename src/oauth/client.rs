@@ -186,6 +186,25 @@ impl ClientSettings {
                 ))
             }
         }
+        let has = |g: &str| self.grants.iter().any(|x| x == g);
+        if self.refresh_tokens && !has("refresh_token") {
+            return Err((
+                "refresh_tokens",
+                "needs the refresh_token grant (add it to grants)".into(),
+            ));
+        }
+        if (self.pkce.is_some() || self.relaxed_parameters || self.token_response_extra)
+            && !has("authorization_code")
+        {
+            let key = if self.pkce.is_some() {
+                "pkce"
+            } else if self.relaxed_parameters {
+                "relaxed_parameters"
+            } else {
+                "token_response_extra"
+            };
+            return Err((key, "only applies to the authorization_code grant".into()));
+        }
         if self.grants.iter().any(|g| g == "authorization_code") && self.redirect_uris.is_empty() {
             return Err((
                 "redirect_uris",
