@@ -324,6 +324,9 @@ mod tests {
         async fn delete_user(&self, n: &str, now: i64) -> Result<bool, StoreError> {
             self.inner.delete_user(n, now).await
         }
+        async fn code_replayed(&self, h: &TokenHash) -> Result<bool, StoreError> {
+            self.inner.code_replayed(h).await
+        }
         async fn insert_code(&self, c: &crate::store::CodeRecord) -> Result<(), StoreError> {
             self.inner.insert_code(c).await
         }

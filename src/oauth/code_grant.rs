@@ -25,7 +25,8 @@ impl OAuth {
             .verify(value, Kind::Code)
             .map_err(|_| invalid())?;
         let now = (self.clock)();
-        let record = match self.store.redeem_code(&token::hash(value), now).await? {
+        let code_hash = token::hash(value);
+        let record = match self.store.redeem_code(&code_hash, now).await? {
             Redeem::Invalid => return Err(invalid()),
             Redeem::Replayed { family } => {
                 tracing::warn!(client_id = %client.id, %family, "authorization code replayed: its tokens were revoked");
@@ -90,6 +91,15 @@ impl OAuth {
                 v
             });
         self.store.insert_tokens(&records).await?;
+        // A replay between the redemption and this insert revoked an (empty) family;
+        // look again so the tokens just stored cannot outlive it.
+        if self.store.code_replayed(&code_hash).await? {
+            self.store.revoke_family(&record.family, now).await?;
+            self.tokens.evict_family(&record.family);
+            return Err(OAuthError::InvalidGrant(
+                "the authorization code was used twice; its tokens have been revoked".into(),
+            ));
+        }
         Ok(Issued {
             access_token: access,
             expires_in: ttl,

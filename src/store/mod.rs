@@ -225,8 +225,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
-    /// Spends a code atomically (see [`Redeem`]); on a replay, revokes its family.
+    /// Spends a code atomically (see [`Redeem`]); on a replay, revokes its family and
+    /// marks the code replayed.
     async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError>;
+    /// Whether a spent code has been presented again since.
+    async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError>;
 
     /// Revocations logged after `seq`, with the newest sequence number (pass it next
     /// time). `seq = None` returns no entries, only the current newest number.

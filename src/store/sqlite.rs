@@ -485,6 +485,11 @@ impl Store for SqliteStore {
                 .bind(&family)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("UPDATE codes SET replayed_at = ? WHERE hash = ?")
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
             log_revocation(&mut tx, &Revocation::Family(family.clone()), now).await?;
             tx.commit().await?;
             return Ok(Redeem::Replayed { family });
@@ -519,6 +524,17 @@ impl Store for SqliteStore {
             family,
             expires_at,
         }))
+    }
+
+    async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT replayed_at FROM codes WHERE hash = ?")
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<i64>, _>("replayed_at")?.is_some(),
+            None => false,
+        })
     }
 
     async fn revocations_since(

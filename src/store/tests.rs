@@ -307,12 +307,14 @@ async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
         .insert_tokens(&[record(TokenKind::Access, "from-code", "fc", None)])
         .await
         .unwrap();
+    assert!(!store.code_replayed(&code.hash).await.unwrap());
     assert_eq!(
         store.redeem_code(&code.hash, 101).await.unwrap(),
         Redeem::Replayed {
             family: "fc".into()
         }
     );
+    assert!(store.code_replayed(&code.hash).await.unwrap());
     let t = store
         .get_token(&token::hash("from-code"))
         .await
