@@ -82,6 +82,7 @@ impl Server {
         store: std::sync::Arc<dyn crate::store::Store>,
     ) -> Result<Server, ServerError> {
         let codec = crate::token::Codec::new(store.token_key().await?);
+        revoke_orphaned_tokens(&config, &store, &clock).await?;
         let tokens = Arc::new(crate::token_table::TokenTable::new(
             store.clone(),
             codec.clone(),
@@ -179,6 +180,29 @@ impl Server {
             ),
         };
     }
+}
+
+/// Revokes the tokens of clients (and accounts) that exist neither in the file nor in
+/// the store: removing a `[[client]]` from the file must end its access, as
+/// `authgate client remove` does.
+async fn revoke_orphaned_tokens(
+    config: &Config,
+    store: &Arc<dyn crate::store::Store>,
+    clock: &crate::oauth::Clock,
+) -> Result<(), ServerError> {
+    for id in store.clients_with_tokens().await? {
+        let known = match id.strip_prefix("account:") {
+            Some(account) => config.accounts.iter().any(|a| a.id == account),
+            None => {
+                config.clients.iter().any(|c| c.id == id) || store.get_client(&id).await?.is_some()
+            }
+        };
+        if !known {
+            store.delete_client(&id, clock()).await?;
+            tracing::warn!(client_id = %id, "client no longer configured: its tokens were revoked");
+        }
+    }
+    Ok(())
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

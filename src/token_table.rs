@@ -274,6 +274,9 @@ mod tests {
         async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
             self.inner.delete_client(id, now).await
         }
+        async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.clients_with_tokens().await
+        }
         async fn insert_tokens(&self, t: &[TokenRecord]) -> Result<(), StoreError> {
             self.inner.insert_tokens(t).await
         }

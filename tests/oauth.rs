@@ -684,3 +684,53 @@ async fn redirect_mode_serves_requests_a_trusted_proxy_received_over_https() {
         "no redirect loop behind a TLS-terminating balancer"
     );
 }
+
+#[tokio::test]
+async fn removing_a_client_from_the_file_revokes_its_tokens_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "[store]\nurl = \"sqlite://{}\"\n",
+        dir.path().join("orphans.db").display()
+    );
+    let gate = Gate::start("http_mode = \"serve\"", "", &format!("{store}{CLIENTS}")).await;
+    let token = json(cc(&gate, "svc", "svc-secret", &[]).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let kept = json(cc(&gate, "never", "never-secret", &[]).await).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    gate.shutdown().await;
+    // Restart without the "svc" client.
+    let without_svc = CLIENTS.replace(
+        "[[client]]\nid = \"svc\"\nsecret = \"svc-secret\"\ngrants = [\"client_credentials\"]\nscopes = \"usage.r,account.r,links.wd\"\nsubject = \"user-1\"\n",
+        "",
+    );
+    assert_ne!(without_svc, CLIENTS);
+    let gate = Gate::start(
+        "http_mode = \"serve\"",
+        "",
+        &format!("{store}{without_svc}"),
+    )
+    .await;
+    let s = gate.store().await;
+    let gone = s
+        .get_token(&authgate::token::hash(&token))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        gone.revoked_at.is_some(),
+        "the removed client's token was revoked"
+    );
+    let still = s
+        .get_token(&authgate::token::hash(&kept))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        still.revoked_at.is_none(),
+        "other clients' tokens are untouched"
+    );
+}

@@ -192,6 +192,9 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a client and revokes its tokens; false if there is no such client.
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 
+    /// Client ids that hold unrevoked tokens.
+    async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError>;
+
     /// Stores tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
     async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError>;

@@ -264,6 +264,15 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT client_id FROM tokens WHERE revoked_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("client_id").map_err(StoreError::from))
+            .collect()
+    }
+
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         insert_tokens_in(&mut tx, tokens).await?;
