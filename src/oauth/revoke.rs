@@ -30,6 +30,9 @@ impl OAuth {
         }
         let hash = token::hash(value);
         match self.store.get_token(&hash).await? {
+            // Already revoked: nothing to log or evict again (a repeated revoke must not
+            // make every instance scan its cache).
+            Some(t) if t.client_id == client.id && t.revoked_at.is_some() => {}
             Some(t) if t.client_id == client.id => {
                 self.store.revoke_token(&hash, (self.clock)()).await?;
                 match t.kind {
