@@ -194,6 +194,7 @@ mod tests {
             pkce: None,
             token_response_extra: false,
             relaxed_parameters: false,
+            reuse_tokens: false,
         }
     }
 

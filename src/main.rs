@@ -286,6 +286,7 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
                         pkce: None,
                         token_response_extra: false,
                         relaxed_parameters: false,
+                        reuse_tokens: false,
                     },
                 };
                 admin::add_client(&store, &codec, new, now())

@@ -274,6 +274,21 @@ mod tests {
         async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
             self.inner.delete_client(id, now).await
         }
+        async fn connection_generation(&self, k: &str) -> Result<i64, StoreError> {
+            self.inner.connection_generation(k).await
+        }
+        async fn bump_connection(&self, k: &str) -> Result<i64, StoreError> {
+            self.inner.bump_connection(k).await
+        }
+        async fn regrant_token(
+            &self,
+            h: &TokenHash,
+            s: &str,
+            e: &serde_json::Map<String, serde_json::Value>,
+            f: &str,
+        ) -> Result<(), StoreError> {
+            self.inner.regrant_token(h, s, e, f).await
+        }
         async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
             self.inner.clients_with_tokens().await
         }

@@ -43,6 +43,7 @@ scopes = "location[orders.write,customer_list.write],profile"
 redirect_uris = ["https://rise.example/oauth_callback"]
 access_token_ttl = "never"
 token_response_extra = true
+reuse_tokens = true
 [[client]]
 id = "other"
 secret = "other-secret"
@@ -554,4 +555,73 @@ async fn failed_logins_are_rate_limited_per_user_and_recover() {
     now.fetch_add(900, Ordering::SeqCst);
     let resp = consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await;
     assert_eq!(resp.status(), 303, "the window is over");
+}
+
+/// HubRise connection reuse: the same user and location get the same token again (with
+/// the new grant); a device_id keys its own token; a revoked one is replaced.
+#[tokio::test]
+async fn connection_reuse_and_device_ids() {
+    let Env { gate, .. } = env().await;
+    let cb = "https://rise.example/oauth_callback";
+    let who = ("rise", "rise-secret");
+    let authorize = |extra: Vec<(&'static str, &'static str)>| {
+        let gate = &gate;
+        async move {
+            let mut params = vec![
+                ("response_type", "code"),
+                ("client_id", "rise"),
+                ("redirect_uri", cb),
+                ("scope", "location[orders.write],profile"),
+            ];
+            params.extend(extra);
+            let resp = consent(gate, &params, "alice", "alice-pw", "approve").await;
+            let code = param(&location_params(&resp).1, "code").unwrap().to_owned();
+            let resp = exchange(gate, who, &code, cb, None).await;
+            assert_eq!(resp.status(), 200);
+            json(resp).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let first = authorize(vec![]).await;
+    assert_eq!(
+        authorize(vec![]).await,
+        first,
+        "same user and location: same token"
+    );
+    let till = authorize(vec![("device_id", "till-2")]).await;
+    assert_ne!(till, first, "a device gets its own token");
+    assert_eq!(authorize(vec![("device_id", "till-2")]).await, till);
+    // Re-authorizing with a narrower scope narrows the reused token.
+    let narrowed = {
+        let mut params = vec![
+            ("response_type", "code"),
+            ("client_id", "rise"),
+            ("redirect_uri", cb),
+            ("scope", "profile"),
+        ];
+        params.push(("device_id", "till-2"));
+        let resp = consent(&gate, &params, "alice", "alice-pw", "approve").await;
+        let code = param(&location_params(&resp).1, "code").unwrap().to_owned();
+        json(exchange(&gate, who, &code, cb, None).await).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(narrowed, till);
+    let i = json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", &till)]).await).await;
+    assert_eq!(i["scope"], "profile");
+    // Revoked: the next authorization of that connection gets a new token.
+    assert_eq!(
+        post_form(&gate, "/oauth/revoke", Some(who), &[("token", &first)])
+            .await
+            .status(),
+        200
+    );
+    let again = authorize(vec![]).await;
+    assert_ne!(again, first);
+    let i =
+        json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", &again)]).await).await;
+    assert_eq!(i["active"], true);
 }

@@ -495,6 +495,44 @@ async fn hubrise_documented_flow() {
             .unwrap()
             .to_owned()
     };
+    // "Re-authorising the same location with the same client always returns the same
+    // token"; a device_id forces a new one.
+    let reauthorize = |extra: Option<(&'static str, &'static str)>| {
+        let gate = &gate;
+        let mut params = web.to_vec();
+        params.extend(extra);
+        async move {
+            let resp = flow::consent(
+                gate,
+                "/oauth2/v1/authorize",
+                &params,
+                "bella@example.com",
+                "demo-pw",
+                "approve",
+            )
+            .await;
+            let code = flow::param(&flow::location(&resp).1, "code")
+                .unwrap()
+                .to_owned();
+            let resp = post_form(
+                gate,
+                "/oauth2/v1/token",
+                None,
+                &[
+                    ("code", &code),
+                    ("client_id", "hubrise-pos"),
+                    ("client_secret", "hr-secret"),
+                ],
+            )
+            .await;
+            json(resp).await["access_token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    assert_eq!(reauthorize(None).await, token);
+    assert_ne!(reauthorize(Some(("device_id", "kiosk-1"))).await, token);
     let resp = gate
         .client()
         .get(gate.url("/v1/location"))

@@ -574,6 +574,7 @@ pub(super) fn client(
         pkce: raw.pkce,
         token_response_extra: raw.token_response_extra.unwrap_or(false),
         relaxed_parameters: raw.relaxed_parameters.unwrap_or(false),
+        reuse_tokens: raw.reuse_tokens.unwrap_or(false),
     };
     settings
         .validate()

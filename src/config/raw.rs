@@ -115,6 +115,7 @@ pub struct RawClient {
     pub pkce: Option<String>,
     pub token_response_extra: Option<bool>,
     pub relaxed_parameters: Option<bool>,
+    pub reuse_tokens: Option<bool>,
 }
 
 /// `[server]`: listeners and limits.

@@ -27,7 +27,7 @@ use crate::store::CodeRecord;
 use crate::token::{self, Kind};
 
 /// The authorization request parameters that travel through the form.
-const CARRIED: [&str; 10] = [
+const CARRIED: [&str; 11] = [
     "response_type",
     "client_id",
     "redirect_uri",
@@ -38,6 +38,7 @@ const CARRIED: [&str; 10] = [
     "country",
     "account_name",
     "location_name",
+    "device_id",
 ];
 
 /// A failure before the redirect URI is trusted: shown as a page.
@@ -383,6 +384,10 @@ impl OAuth {
                 .collect(),
             family: token::random_id(),
             expires_at: now + self.cfg.code_ttl.as_secs() as i64,
+            device_id: form
+                .get("device_id")
+                .filter(|d| d.len() <= 128 && d.chars().all(|c| !c.is_control()))
+                .map(str::to_owned),
         };
         if let Err(e) = self.store.insert_code(&record).await {
             tracing::error!(error = %e, "cannot store an authorization code");

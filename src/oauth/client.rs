@@ -132,6 +132,10 @@ pub struct ClientSettings {
     /// inferred from `code`, and the token request may omit `redirect_uri`.
     #[serde(default)]
     pub relaxed_parameters: bool,
+    /// Connection reuse (HubRise): re-authorizing the same user and bound resource
+    /// returns the same access token; a `device_id` keys a separate one per device.
+    #[serde(default)]
+    pub reuse_tokens: bool,
 }
 
 /// A usable client.
@@ -152,6 +156,7 @@ pub struct Client {
     pub pkce_required: bool,
     pub token_response_extra: bool,
     pub relaxed_parameters: bool,
+    pub reuse_tokens: bool,
 }
 
 /// The out-of-band redirect URI of installed apps (the code is shown on a page).
@@ -193,13 +198,18 @@ impl ClientSettings {
                 "needs the refresh_token grant (add it to grants)".into(),
             ));
         }
-        if (self.pkce.is_some() || self.relaxed_parameters || self.token_response_extra)
+        if (self.pkce.is_some()
+            || self.relaxed_parameters
+            || self.token_response_extra
+            || self.reuse_tokens)
             && !has("authorization_code")
         {
             let key = if self.pkce.is_some() {
                 "pkce"
             } else if self.relaxed_parameters {
                 "relaxed_parameters"
+            } else if self.reuse_tokens {
+                "reuse_tokens"
             } else {
                 "token_response_extra"
             };
@@ -266,6 +276,7 @@ impl ClientSettings {
             pkce_required: self.public || self.pkce.as_deref() == Some("required"),
             token_response_extra: self.token_response_extra,
             relaxed_parameters: self.relaxed_parameters,
+            reuse_tokens: self.reuse_tokens,
         })
     }
 }
@@ -368,6 +379,7 @@ mod tests {
             pkce: None,
             token_response_extra: false,
             relaxed_parameters: false,
+            reuse_tokens: false,
         }
     }
 

@@ -137,13 +137,15 @@ pub struct CodeRecord {
     /// Tokens issued from this code carry this family.
     pub family: String,
     pub expires_at: i64,
+    /// The `device_id` of the authorization request (connection reuse).
+    pub device_id: Option<String>,
 }
 
 /// Result of redeeming a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redeem {
     /// First use: the code is now spent.
-    Fresh(CodeRecord),
+    Fresh(Box<CodeRecord>),
     /// Already used: a replay. Every token issued from it was revoked (RFC 6749 §4.1.2).
     Replayed { family: String },
     /// Unknown or expired.
@@ -191,6 +193,20 @@ pub trait Store: Send + Sync + 'static {
     async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError>;
     /// Deletes a client and revokes its tokens; false if there is no such client.
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
+
+    /// The generation of a reused connection's token (0 if new).
+    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError>;
+    /// Moves a connection to its next generation (its token was revoked); returns it.
+    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError>;
+    /// Gives an existing token a new grant (scope, bound resources, family): a reused
+    /// connection re-authorized with other choices.
+    async fn regrant_token(
+        &self,
+        hash: &TokenHash,
+        scope: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        family: &str,
+    ) -> Result<(), StoreError>;
 
     /// Client ids that hold unrevoked tokens.
     async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError>;

@@ -264,6 +264,45 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT generation FROM connections WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("generation")?,
+            None => 0,
+        })
+    }
+
+    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES (?, 1) \
+             ON CONFLICT (key) DO UPDATE SET generation = generation + 1 RETURNING generation",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("generation")?)
+    }
+
+    async fn regrant_token(
+        &self,
+        hash: &TokenHash,
+        scope: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        family: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tokens SET scope = ?, extra = ?, family = ? WHERE hash = ?")
+            .bind(scope)
+            .bind(serde_json::Value::Object(extra.clone()).to_string())
+            .bind(family)
+            .bind(&hash.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
         let rows = sqlx::query("SELECT DISTINCT client_id FROM tokens WHERE revoked_at IS NULL")
             .fetch_all(&self.pool)
@@ -461,7 +500,7 @@ impl Store for SqliteStore {
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
-             extra, family, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             extra, family, expires_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&c.hash.0[..])
         .bind(&c.client_id)
@@ -472,6 +511,7 @@ impl Store for SqliteStore {
         .bind(serde_json::Value::Object(c.extra.clone()).to_string())
         .bind(&c.family)
         .bind(c.expires_at)
+        .bind(&c.device_id)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -522,7 +562,7 @@ impl Store for SqliteStore {
                 ))
             }
         };
-        Ok(Redeem::Fresh(CodeRecord {
+        Ok(Redeem::Fresh(Box::new(CodeRecord {
             hash: *hash,
             client_id: row.try_get("client_id")?,
             redirect_uri: row.try_get("redirect_uri")?,
@@ -532,7 +572,8 @@ impl Store for SqliteStore {
             extra,
             family,
             expires_at,
-        }))
+            device_id: row.try_get("device_id")?,
+        })))
     }
 
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {

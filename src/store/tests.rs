@@ -297,11 +297,12 @@ async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
         extra: serde_json::Map::new(),
         family: "fc".into(),
         expires_at: 600,
+        device_id: Some("till-2".into()),
     };
     store.insert_code(&code).await.unwrap();
     assert_eq!(
         store.redeem_code(&code.hash, 100).await.unwrap(),
-        Redeem::Fresh(code.clone())
+        Redeem::Fresh(Box::new(code.clone()))
     );
     store
         .insert_tokens(&[record(TokenKind::Access, "from-code", "fc", None)])
