@@ -34,13 +34,10 @@ async fn seed_refresh(gate: &Gate, client: &str, scope: &str) -> String {
     value
 }
 
-/// hubiC: refresh with Basic, then with form credentials; JSON refused; the refresh
-/// token stays valid (no new one in the response).
-#[tokio::test]
-async fn hubic_token_side_and_api_calls() {
-    let up = common::Upstream::start().await;
+/// `config/examples/hubic.toml` with its three routes pointed at `up`.
+async fn hubic_gate(up: &common::Upstream) -> Gate {
     let url = up.url();
-    let gate = Gate::example(
+    Gate::example(
         "hubic",
         &[
             ("HUBIC_CLIENT_SECRET", "hubic-secret"),
@@ -50,7 +47,28 @@ async fn hubic_token_side_and_api_calls() {
             ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
         ],
     )
-    .await;
+    .await
+}
+
+/// `config/examples/hubspot.toml` with its route pointed at `up`.
+async fn hubspot_gate(up: &common::Upstream) -> Gate {
+    Gate::example(
+        "hubspot",
+        &[
+            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
+            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
+            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
+        ],
+    )
+    .await
+}
+
+/// hubiC: refresh with Basic, then with form credentials; JSON refused; the refresh
+/// token stays valid (no new one in the response).
+#[tokio::test]
+async fn hubic_token_side_and_api_calls() {
+    let up = common::Upstream::start().await;
+    let gate = hubic_gate(&up).await;
     let refresh = seed_refresh(&gate, "api_hubic_sandbox", "usage.r,account.r,links.wd").await;
     let creds = ("api_hubic_sandbox", "hubic-secret");
 
@@ -146,15 +164,7 @@ async fn hubic_token_side_and_api_calls() {
 #[tokio::test]
 async fn hubspot_token_side_and_api_calls() {
     let up = common::Upstream::start().await;
-    let gate = Gate::example(
-        "hubspot",
-        &[
-            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
-            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
-            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
-        ],
-    )
-    .await;
+    let gate = hubspot_gate(&up).await;
     let refresh = seed_refresh(&gate, "hubspot-app", "crm.objects.contacts.read").await;
     let resp = post_form(
         &gate,
@@ -209,18 +219,7 @@ use common::flow;
 #[tokio::test]
 async fn hubic_documented_flow() {
     let up = common::Upstream::start().await;
-    let url = up.url();
-    let gate = Gate::example(
-        "hubic",
-        &[
-            ("HUBIC_CLIENT_SECRET", "hubic-secret"),
-            ("HUBIC_DEMO_PASSWORD", "demo-pw"),
-            ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
-            ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
-            ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
-        ],
-    )
-    .await;
+    let gate = hubic_gate(&up).await;
     let cb = "https://app.example.com/hubic/callback";
     let params = [
         ("client_id", "api_hubic_sandbox"),
@@ -326,15 +325,7 @@ async fn hubic_documented_flow() {
 #[tokio::test]
 async fn hubspot_documented_flow() {
     let up = common::Upstream::start().await;
-    let gate = Gate::example(
-        "hubspot",
-        &[
-            ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
-            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
-            ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
-        ],
-    )
-    .await;
+    let gate = hubspot_gate(&up).await;
     let cb = "https://monappli.com/callback";
     let params = [
         ("client_id", "hubspot-app"),
