@@ -49,6 +49,9 @@ fn hot_path(c: &mut Criterion) {
             cache_ttl: Duration::from_secs(3600),
             negative_cache_ttl: Duration::from_secs(5),
             revocation_poll: Duration::from_secs(1),
+            pool: authgate::store::PoolOptions::default(),
+            sweep_interval: None,
+            keep_expired: Duration::from_secs(86400),
         };
         let table = TokenTable::new(store, codec, authgate::oauth::system_clock(), &cfg);
         assert!(

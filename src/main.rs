@@ -244,7 +244,7 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
-        let store = match authgate::store::open(&cfg.store.url).await {
+        let store = match authgate::store::open_with(&cfg.store.url, &cfg.store.pool).await {
             Ok(s) => s,
             Err(e) => return fail(&format!("store.url: {e}")),
         };
@@ -418,6 +418,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         show(s.http),
         s.http_mode
     );
+    println!("  store: {}", authgate::store::redact_url(&cfg.store.url));
     for r in &cfg.routes {
         let ups: Vec<String> = r.upstreams.iter().map(|u| u.to_string()).collect();
         println!(

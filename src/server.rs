@@ -70,7 +70,7 @@ impl Server {
     ) -> Result<Server, ServerError> {
         // The store first: a store that cannot be opened stops startup before any port
         // is bound.
-        let store = crate::store::open(&config.store.url).await?;
+        let store = crate::store::open_with(&config.store.url, &config.store.pool).await?;
         Self::bind_with_store(config, clock, store).await
     }
 
@@ -137,10 +137,17 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let cfg = self.gateway.config().server.clone();
         let store_cfg = &self.gateway.config().store;
-        let watcher = self.tokens.clone().watch_revocations(
-            store_cfg.revocation_poll,
-            (store_cfg.cache_ttl * 4).max(Duration::from_secs(3600)),
-        );
+        let watcher = self
+            .tokens
+            .clone()
+            .watch_revocations(store_cfg.revocation_poll);
+        let sweeper = store_cfg.sweep_interval.map(|every| {
+            self.tokens.clone().sweep_expired(
+                every,
+                store_cfg.keep_expired,
+                store_cfg.log_retention(),
+            )
+        });
         let max = cfg.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -169,6 +176,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = acceptor.await;
         watcher.abort();
+        if let Some(sweeper) = sweeper {
+            sweeper.abort();
+        }
         // Every open connection holds a permit: all permits back means all drained.
         let all = u32::try_from(max).unwrap_or(u32::MAX);
         let drained = tokio::time::timeout(cfg.shutdown_grace, permits.acquire_many(all)).await;

@@ -72,7 +72,11 @@ pub struct TokenTable {
     store: Arc<dyn Store>,
     codec: Codec,
     clock: Clock,
+    cache_ttl: Duration,
 }
+
+/// Rows deleted per statement by the expired-row sweep.
+const SWEEP_BATCH: u32 = 1000;
 
 impl TokenTable {
     /// A table over `store` with the cache bounds of `cfg`.
@@ -91,6 +95,7 @@ impl TokenTable {
             store,
             codec,
             clock,
+            cache_ttl: cfg.cache_ttl,
         }
     }
 
@@ -177,18 +182,19 @@ impl TokenTable {
         }
     }
 
-    /// Follows the store's revocation log every `every`, so revocations made by other
-    /// processes sharing the store (`authgate token revoke`, other instances) evict here
-    /// within that time. Log entries older than `keep` are pruned now and then.
-    pub fn watch_revocations(
-        self: Arc<Self>,
-        every: Duration,
-        keep: Duration,
-    ) -> tokio::task::JoinHandle<()> {
+    /// Follows the store's revocation log, so revocations made by other processes
+    /// sharing the store (`authgate token revoke`, other instances) evict here too. The
+    /// log is read every `every`, and at once when the store's revocation feed (NOTIFY
+    /// on PostgreSQL) says something was revoked or it reconnected. The log is durable,
+    /// so a notification lost during an outage only delays the eviction to the next
+    /// read. If the log could not be read for longer than `cache_ttl`, the valid
+    /// entries are all dropped once it can be read again (they are re-read from the
+    /// store on use).
+    pub fn watch_revocations(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+        let feed = self.store.revocation_feed();
         tokio::spawn(async move {
             let mut seq = None;
-            let mut polls: u64 = 0;
-            let mut failing = false;
+            let mut failing_since: Option<Instant> = None;
             loop {
                 match self.store.revocations_since(seq).await {
                     Ok((latest, entries)) => {
@@ -201,27 +207,60 @@ impl TokenTable {
                                 "revocations from the store applied"
                             );
                         }
-                        if failing {
-                            tracing::info!("revocation log readable again");
-                            failing = false;
+                        if let Some(since) = failing_since.take() {
+                            if since.elapsed() > self.cache_ttl {
+                                self.cache.invalidate_all();
+                            }
+                            tracing::info!(
+                                after = ?since.elapsed(),
+                                "revocation log readable again; caught up"
+                            );
                         }
                         seq = Some(latest);
                     }
                     Err(e) => {
-                        if !failing {
+                        if failing_since.is_none() {
                             tracing::warn!(error = %e, "cannot read the revocation log; cached tokens stay valid up to store.cache_ttl");
-                            failing = true;
+                            failing_since = Some(Instant::now());
                         }
                     }
                 }
-                polls += 1;
-                if polls % 600 == 0 {
-                    let before = (self.clock)().saturating_sub(keep.as_secs() as i64);
-                    if let Err(e) = self.store.prune_revocations(before).await {
-                        tracing::debug!(error = %e, "cannot prune the revocation log");
+                match &feed {
+                    Some(feed) => {
+                        tokio::select! {
+                            _ = feed.notified() => {}
+                            _ = tokio::time::sleep(every) => {}
+                        }
+                    }
+                    None => tokio::time::sleep(every).await,
+                }
+            }
+        })
+    }
+
+    /// Deletes expired and revoked rows from the store every `every` (on PostgreSQL,
+    /// one instance at a time), keeping them `keep` after they stopped being usable,
+    /// and revocation log entries `log_retention`.
+    pub fn sweep_expired(
+        self: Arc<Self>,
+        every: Duration,
+        keep: Duration,
+        log_retention: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                let now = (self.clock)();
+                let before = now.saturating_sub(keep.as_secs() as i64);
+                let log_before = now.saturating_sub(log_retention.as_secs() as i64);
+                match self.store.sweep(before, log_before, SWEEP_BATCH).await {
+                    Ok(Some(n)) if n > 0 => tracing::info!(rows = n, "expired rows deleted"),
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::debug!("another instance is sweeping"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "expired-row sweep failed; retrying next time")
                     }
                 }
-                tokio::time::sleep(every).await;
             }
         })
     }
@@ -361,8 +400,8 @@ mod tests {
         ) -> Result<(i64, Vec<crate::store::Revocation>), StoreError> {
             self.inner.revocations_since(seq).await
         }
-        async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
-            self.inner.prune_revocations(before).await
+        async fn sweep(&self, b: i64, l: i64, n: u32) -> Result<Option<u64>, StoreError> {
+            self.inner.sweep(b, l, n).await
         }
     }
 
@@ -390,6 +429,9 @@ mod tests {
             cache_ttl: Duration::from_secs(3600),
             negative_cache_ttl: Duration::from_secs(3600),
             revocation_poll: Duration::from_secs(1),
+            pool: crate::store::PoolOptions::default(),
+            sweep_interval: None,
+            keep_expired: Duration::from_secs(86400),
         };
         let table = Arc::new(TokenTable::new(store.clone(), codec.clone(), clock, &cfg));
         Fixture {

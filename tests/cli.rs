@@ -3,11 +3,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::process::{insecure_client, spawn_serving, wait_exit};
 use common::{Upstream, LIMIT};
 
 fn authgate(dir: &Path, args: &[&str]) -> Output {
@@ -106,77 +106,6 @@ fn shipped_config_checks_and_certs_generate_never_overwrites() {
     assert_eq!(out.status.code(), Some(0));
 }
 
-/// Starts the binary and returns it with the HTTPS address it logged.
-/// A running authgate, killed if the test ends early.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-        }
-        let _ = self.0.wait();
-    }
-}
-
-/// Also returns the log lines read so far and a receiver for the rest.
-fn spawn_serving(
-    dir: &Path,
-    config: &str,
-) -> (
-    Running,
-    std::net::SocketAddr,
-    Vec<String>,
-    std::sync::mpsc::Receiver<String>,
-) {
-    std::fs::write(dir.join("authgate.toml"), config).unwrap();
-    let mut child = Running(
-        Command::new(env!("CARGO_BIN_EXE_authgate"))
-            .args(["--config", "authgate.toml", "serve"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap(),
-    );
-    let stdout = child.0.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + LIMIT;
-    let mut early = Vec::new();
-    loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("authgate never logged its HTTPS address");
-        let v: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if v["message"] == "listening (HTTPS)" {
-            let addr = v["addr"].as_str().unwrap().parse().unwrap();
-            early.push(line);
-            return (child, addr, early, rx);
-        }
-        early.push(line);
-    }
-}
-
-fn wait_exit(child: &mut Running) -> i32 {
-    let child = &mut child.0;
-    let deadline = Instant::now() + LIMIT;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code().unwrap_or(-1);
-        }
-        assert!(Instant::now() < deadline, "authgate did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_and_exits_0() {
     let up = Upstream::start().await;
@@ -242,14 +171,6 @@ fn serve_config(dir: &Path, extra: &str) -> String {
          [store]\nurl = \"sqlite://{}\"\n{extra}",
         dir.join("data/authgate.db").display()
     )
-}
-
-fn insecure_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(LIMIT)
-        .build()
-        .unwrap()
 }
 
 async fn client_credentials(

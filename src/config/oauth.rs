@@ -5,12 +5,20 @@ use std::time::Duration;
 use super::raw::{RawAccount, RawAuth, RawClient, RawOAuth, RawStore, RawUser};
 use super::{ConfigError, ServerConfig};
 use crate::oauth::client::{ClientSettings, SecretHash};
+use crate::store::{is_postgres, redact_url, PoolOptions};
 
 /// `[store]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct StoreConfig {
-    /// `sqlite://PATH` (PostgreSQL arrives with the edge-tier work).
+    /// `sqlite://PATH` or `postgres://…` (may hold a password: never printed as is).
     pub url: String,
+    /// Pool size and timeouts.
+    pub pool: PoolOptions,
+    /// How often expired and revoked rows are deleted; `None`: never.
+    pub sweep_interval: Option<Duration>,
+    /// How long expired and revoked tokens and codes are kept (for `authgate token
+    /// list` and introspection answers) before the sweep deletes them.
+    pub keep_expired: Duration,
     /// Tokens kept in the in-memory token table at most.
     pub cache_capacity: u64,
     /// How long a cached token is trusted before it is read again from the store.
@@ -19,6 +27,29 @@ pub struct StoreConfig {
     pub negative_cache_ttl: Duration,
     /// How often the revocation log is read (revocations by other processes).
     pub revocation_poll: Duration,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &redact_url(&self.url))
+            .field("pool", &self.pool)
+            .field("cache_capacity", &self.cache_capacity)
+            .field("cache_ttl", &self.cache_ttl)
+            .field("negative_cache_ttl", &self.negative_cache_ttl)
+            .field("revocation_poll", &self.revocation_poll)
+            .field("sweep_interval", &self.sweep_interval)
+            .field("keep_expired", &self.keep_expired)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// How long revocation log entries are kept: long enough for an instance that lost
+    /// the store for a while to catch up, and always longer than a cached entry lives.
+    pub fn log_retention(&self) -> Duration {
+        (self.cache_ttl * 4).max(Duration::from_secs(3600))
+    }
 }
 
 /// Where proxied requests carry their token.
@@ -280,11 +311,14 @@ pub(super) fn store(file: &str, raw: RawStore) -> Result<StoreConfig, ConfigErro
     let url = raw
         .url
         .unwrap_or_else(|| "sqlite://data/authgate.db".into());
-    if !url.starts_with("sqlite:") {
+    if !url.starts_with("sqlite:") && !is_postgres(&url) {
         return Err(err(
             file,
             "store.url",
-            format!("{url:?}: only sqlite://PATH is supported by this build"),
+            format!(
+                "{:?}: use sqlite://PATH or postgres://USER@HOST/DATABASE",
+                redact_url(&url)
+            ),
         ));
     }
     let duration = |key: &str, value: Option<String>, default: &str| {
@@ -302,7 +336,30 @@ pub(super) fn store(file: &str, raw: RawStore) -> Result<StoreConfig, ConfigErro
     if cache_capacity == 0 {
         return Err(err(file, "store.cache_capacity", "must be at least 1"));
     }
+    let pool_size = raw.pool_size.unwrap_or(10);
+    if is_postgres(&url) && pool_size < 2 {
+        return Err(err(
+            file,
+            "store.pool_size",
+            "must be at least 2 (requests and the expired-row sweep share the pool)",
+        ));
+    }
+    let sweep_interval = match raw.sweep_interval.as_deref() {
+        Some("off") => None,
+        other => Some(duration(
+            "store.sweep_interval",
+            other.map(str::to_owned),
+            "10m",
+        )?),
+    };
     Ok(StoreConfig {
+        pool: PoolOptions {
+            max_connections: pool_size,
+            connect_timeout: duration("store.connect_timeout", raw.connect_timeout, "5s")?,
+            query_timeout: duration("store.query_timeout", raw.query_timeout, "5s")?,
+        },
+        sweep_interval,
+        keep_expired: duration("store.keep_expired", raw.keep_expired, "1d")?,
         url,
         cache_capacity,
         cache_ttl: duration("store.cache_ttl", raw.cache_ttl, "30s")?,

@@ -40,6 +40,11 @@ pub struct RawStore {
     pub cache_ttl: Option<String>,
     pub negative_cache_ttl: Option<String>,
     pub revocation_poll: Option<String>,
+    pub pool_size: Option<u32>,
+    pub connect_timeout: Option<String>,
+    pub query_timeout: Option<String>,
+    pub sweep_interval: Option<String>,
+    pub keep_expired: Option<String>,
 }
 
 /// `[auth]`: how proxied requests present and prove their token.

@@ -304,6 +304,30 @@ fn accounts_and_clients_are_validated() {
     .unwrap();
     assert_eq!(named.oauth.issuer, "https://auth.example.com");
     assert!(err(&format!("{NO_TLS}[store]\nurl = \"mysql://x\"")).contains("store.url"));
+    let pg = parse(&format!(
+        "{NO_TLS}[store]\nurl = \"postgres://edge:s3cret@db.internal/authgate\"\n\
+         pool_size = 4\nconnect_timeout = \"2s\"\nsweep_interval = \"off\"\nkeep_expired = \"7d\""
+    ))
+    .unwrap();
+    assert_eq!(pg.store.pool.max_connections, 4);
+    assert_eq!(pg.store.pool.connect_timeout, Duration::from_secs(2));
+    assert_eq!(pg.store.sweep_interval, None);
+    assert_eq!(pg.store.keep_expired, Duration::from_secs(7 * 86400));
+    let shown = format!("{:?}", pg.store);
+    assert!(
+        !shown.contains("s3cret") && shown.contains("edge:***@"),
+        "{shown}"
+    );
+    assert!(err(&format!(
+        "{NO_TLS}[store]\nurl = \"postgres://h/d\"\npool_size = 1"
+    ))
+    .contains("store.pool_size"));
+    assert!(
+        err(&format!("{NO_TLS}[store]\nsweep_interval = \"sometimes\""))
+            .contains("store.sweep_interval")
+    );
+    let bad = err(&format!("{NO_TLS}[store]\nurl = \"mysql://u:pw@x/db\""));
+    assert!(!bad.contains(":pw@"), "{bad}");
 
     let ok = parse(&format!(
         "{NO_TLS}[oauth]\naccess_token_ttl = \"never\"\nrefresh_token_ttl = \"90d\"\n\

@@ -1,14 +1,21 @@
 //! Persistent state behind a [`Store`] trait: clients, tokens (hashes only) and settings.
 //!
-//! Backends: SQLite ([`sqlite`], the embedded default, a file created on first start).
-//! PostgreSQL (for several instances sharing one store) implements the same trait.
+//! Backends: SQLite ([`sqlite`], the embedded default, a file created on first start)
+//! and PostgreSQL ([`postgres`], for several instances sharing one store). Both pass
+//! the same contract tests (`store/tests.rs`).
 //! Every method is async and takes time as an argument (`now`, unix seconds), so the
 //! OAuth logic and tests control the clock.
 //!
 //! Durability: a method returns only after its transaction committed (SQLite with
 //! `synchronous = FULL`), so a token is on disk before the response carrying it is sent.
 
+pub mod postgres;
+mod rows;
+pub mod scratch;
 pub mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -61,7 +68,7 @@ impl TokenKind {
         }
     }
 
-    fn parse(s: &str) -> Result<TokenKind, StoreError> {
+    pub(crate) fn parse(s: &str) -> Result<TokenKind, StoreError> {
         match s {
             "access" => Ok(TokenKind::Access),
             "refresh" => Ok(TokenKind::Refresh),
@@ -256,8 +263,22 @@ pub trait Store: Send + Sync + 'static {
         &self,
         seq: Option<i64>,
     ) -> Result<(i64, Vec<Revocation>), StoreError>;
-    /// Deletes revocation log entries older than `before` (unix seconds).
-    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError>;
+    /// A wake-up for whoever follows the revocation log: notified when a revocation
+    /// was committed elsewhere and after the notification channel (re)subscribed, so
+    /// the log is read at once instead of at the next poll. `None`: poll only (SQLite).
+    fn revocation_feed(&self) -> Option<Arc<tokio::sync::Notify>> {
+        None
+    }
+    /// Deletes, in batches of `batch` rows, tokens and codes that expired or were
+    /// revoked before `before`, and revocation log entries logged before `log_before`
+    /// (unix seconds). Returns how many rows went, or `None` if another instance is
+    /// sweeping right now.
+    async fn sweep(
+        &self,
+        before: i64,
+        log_before: i64,
+        batch: u32,
+    ) -> Result<Option<u64>, StoreError>;
     /// Tokens, newest first, optionally for one client.
     async fn list_tokens(
         &self,
@@ -266,14 +287,75 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<TokenRecord>, StoreError>;
 }
 
+/// Connection pool settings (`store.pool_size`, `store.connect_timeout`,
+/// `store.query_timeout`).
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Connections at most (PostgreSQL; SQLite uses 4, its writes serialize anyway).
+    pub max_connections: u32,
+    /// How long to wait for a connection before the store counts as unavailable.
+    pub connect_timeout: Duration,
+    /// How long one statement may run (PostgreSQL `statement_timeout`).
+    pub query_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> PoolOptions {
+        PoolOptions {
+            max_connections: 10,
+            connect_timeout: Duration::from_secs(5),
+            query_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let mut out = url.to_owned();
+    if let Some(start) = out.find("://").map(|i| i + 3) {
+        let end = out[start..]
+            .find(['/', '?'])
+            .map_or(out.len(), |i| start + i);
+        if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
+            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
+                out.replace_range(colon + 1..at, "***");
+            }
+        }
+    }
+    if let Some(q) = out.find('?') {
+        let query: Vec<String> = out[q + 1..]
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.replace_range(q + 1.., &query.join("&"));
+    }
+    out
+}
+
+/// Opens the store named by `url` with default pool settings and runs its migrations.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_with(url, &PoolOptions::default()).await
+}
+
 /// Opens the store named by `url` and runs its migrations.
-pub async fn open(url: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+pub async fn open_with(url: &str, pool: &PoolOptions) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
-        return Ok(std::sync::Arc::new(sqlite::SqliteStore::open(url).await?));
+        return Ok(Arc::new(sqlite::SqliteStore::open(url, pool).await?));
+    }
+    if is_postgres(url) {
+        return Ok(Arc::new(postgres::PgStore::open(url, pool).await?));
     }
     Err(StoreError::Open {
-        url: url.to_owned(),
-        reason: "unsupported scheme: use sqlite://PATH".into(),
+        url: redact_url(url),
+        reason: "unsupported scheme: use sqlite://PATH or postgres://…".into(),
     })
 }
 

@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::Row;
 
+use super::rows::{self, sql, TOKEN_COLUMNS};
 use super::{
-    ClientRecord, CodeRecord, Redeem, Revocation, Rotation, Store, StoreError, TokenKind,
-    TokenRecord, UserRecord,
+    redact_url, ClientRecord, CodeRecord, PoolOptions, Redeem, Revocation, Rotation, Store,
+    StoreError, TokenKind, TokenRecord, UserRecord,
 };
 use crate::secret::SecretKey;
 use crate::token::TokenHash;
@@ -26,9 +26,9 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and migrates it.
-    pub async fn open(url: &str) -> Result<SqliteStore, StoreError> {
+    pub async fn open(url: &str, pool: &PoolOptions) -> Result<SqliteStore, StoreError> {
         let fail = |reason: String| StoreError::Open {
-            url: url.to_owned(),
+            url: redact_url(url),
             reason,
         };
         let options = SqliteConnectOptions::from_str(url)
@@ -47,7 +47,7 @@ impl SqliteStore {
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .acquire_timeout(Duration::from_secs(5))
+            .acquire_timeout(pool.connect_timeout)
             .connect_with(options)
             .await
             .map_err(|e| fail(e.to_string()))?;
@@ -64,67 +64,13 @@ impl SqliteStore {
     }
 }
 
-fn hash_from(bytes: Vec<u8>) -> Result<TokenHash, StoreError> {
-    <[u8; 32]>::try_from(bytes.as_slice())
-        .map(TokenHash)
-        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))
-}
-
-fn token_from_row(row: &SqliteRow) -> Result<TokenRecord, StoreError> {
-    let extra: String = row.try_get("extra")?;
-    let extra = match serde_json::from_str(&extra) {
-        Ok(serde_json::Value::Object(m)) => m,
-        _ => {
-            return Err(StoreError::Corrupt(
-                "token extra is not a JSON object".into(),
-            ))
-        }
-    };
-    let parent: Option<Vec<u8>> = row.try_get("parent")?;
-    Ok(TokenRecord {
-        hash: hash_from(row.try_get("hash")?)?,
-        kind: TokenKind::parse(row.try_get("kind")?)?,
-        client_id: row.try_get("client_id")?,
-        subject: row.try_get("subject")?,
-        scope: row.try_get("scope")?,
-        family: row.try_get("family")?,
-        parent: parent.map(hash_from).transpose()?,
-        extra,
-        issued_at: row.try_get("issued_at")?,
-        expires_at: row.try_get("expires_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-        used_at: row.try_get("used_at")?,
-    })
-}
-
-fn client_from_row(row: &SqliteRow) -> Result<ClientRecord, StoreError> {
-    let settings: String = row.try_get("settings")?;
-    Ok(ClientRecord {
-        id: row.try_get("id")?,
-        secret_hash: row.try_get("secret_hash")?,
-        name: row.try_get("name")?,
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| StoreError::Corrupt(format!("client settings: {e}")))?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
 /// Appends to the revocation log inside the caller's transaction.
 async fn log_revocation(
     tx: &mut sqlx::SqliteConnection,
     what: &Revocation,
     now: i64,
 ) -> Result<(), StoreError> {
-    let (hash, family, client) = match what {
-        Revocation::Token(h) => (Some(h.0.to_vec()), None, None),
-        Revocation::Family(f) => (None, Some(f.as_str()), None),
-        Revocation::Client(c) => (None, None, Some(c.as_str())),
-        Revocation::Subject(_) => (None, None, None),
-    };
-    let subject = match what {
-        Revocation::Subject(s) => Some(s.as_str()),
-        _ => None,
-    };
+    let (hash, family, client, subject) = rows::revocation_columns(what);
     sqlx::query(
         "INSERT INTO revocations (hash, family, client_id, subject, at) VALUES (?, ?, ?, ?, ?)",
     )
@@ -138,30 +84,14 @@ async fn log_revocation(
     Ok(())
 }
 
-fn user_from_row(row: &SqliteRow) -> Result<UserRecord, StoreError> {
-    let settings: String = row.try_get("settings")?;
-    Ok(UserRecord {
-        name: row.try_get("name")?,
-        password_hash: row.try_get("password_hash")?,
-        settings: serde_json::from_str(&settings)
-            .map_err(|e| StoreError::Corrupt(format!("user settings: {e}")))?,
-        created_at: row.try_get("created_at")?,
-    })
-}
-
-const TOKEN_COLUMNS: &str = "hash, kind, client_id, subject, scope, family, parent, extra, \
-                             issued_at, expires_at, revoked_at, used_at";
-
 async fn insert_tokens_in(
     tx: &mut sqlx::SqliteConnection,
     tokens: &[TokenRecord],
 ) -> Result<(), StoreError> {
     for t in tokens {
-        sqlx::query(
-            "INSERT INTO tokens (hash, kind, client_id, subject, scope, family, parent, extra, \
-             issued_at, expires_at, revoked_at, used_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
+        sqlx::query(&format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
         .bind(&t.hash.0[..])
         .bind(t.kind.as_str())
         .bind(&t.client_id)
@@ -226,7 +156,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(client_from_row)
+            .map(rows::client)
             .transpose()
     }
 
@@ -235,7 +165,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(client_from_row)
+            .map(rows::client)
             .collect()
     }
 
@@ -327,7 +257,7 @@ impl Store for SqliteStore {
         .fetch_optional(&self.pool)
         .await?
         .as_ref()
-        .map(token_from_row)
+        .map(rows::token)
         .transpose()
     }
 
@@ -343,7 +273,7 @@ impl Store for SqliteStore {
         .bind(&hash.0[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
             return Ok(None);
         };
         // A refresh token stands for its whole grant (RFC 7009 §2.1): revoke the family,
@@ -401,7 +331,7 @@ impl Store for SqliteStore {
         .bind(&old.0[..])
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(record) = row.as_ref().map(token_from_row).transpose()? else {
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
             return Ok(Rotation::Invalid);
         };
         if record.used_at.is_some() {
@@ -454,7 +384,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?
             .as_ref()
-            .map(user_from_row)
+            .map(rows::user)
             .transpose()
     }
 
@@ -463,7 +393,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?
             .iter()
-            .map(user_from_row)
+            .map(rows::user)
             .collect()
     }
 
@@ -526,12 +456,12 @@ impl Store for SqliteStore {
         else {
             return Ok(Redeem::Invalid);
         };
-        let family: String = row.try_get("family")?;
+        let code = rows::code(&row)?;
         let used_at: Option<i64> = row.try_get("used_at")?;
         if used_at.is_some() {
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
                 .bind(now)
-                .bind(&family)
+                .bind(&code.family)
                 .execute(&mut *tx)
                 .await?;
             sqlx::query("UPDATE codes SET replayed_at = ? WHERE hash = ?")
@@ -539,12 +469,13 @@ impl Store for SqliteStore {
                 .bind(&hash.0[..])
                 .execute(&mut *tx)
                 .await?;
-            log_revocation(&mut tx, &Revocation::Family(family.clone()), now).await?;
+            log_revocation(&mut tx, &Revocation::Family(code.family.clone()), now).await?;
             tx.commit().await?;
-            return Ok(Redeem::Replayed { family });
+            return Ok(Redeem::Replayed {
+                family: code.family,
+            });
         }
-        let expires_at: i64 = row.try_get("expires_at")?;
-        if now >= expires_at {
+        if now >= code.expires_at {
             return Ok(Redeem::Invalid);
         }
         sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
@@ -553,27 +484,7 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        let extra: String = row.try_get("extra")?;
-        let extra = match serde_json::from_str(&extra) {
-            Ok(serde_json::Value::Object(m)) => m,
-            _ => {
-                return Err(StoreError::Corrupt(
-                    "code extra is not a JSON object".into(),
-                ))
-            }
-        };
-        Ok(Redeem::Fresh(Box::new(CodeRecord {
-            hash: *hash,
-            client_id: row.try_get("client_id")?,
-            redirect_uri: row.try_get("redirect_uri")?,
-            code_challenge: row.try_get("code_challenge")?,
-            scope: row.try_get("scope")?,
-            subject: row.try_get("subject")?,
-            extra,
-            family,
-            expires_at,
-            device_id: row.try_get("device_id")?,
-        })))
+        Ok(Redeem::Fresh(Box::new(code)))
     }
 
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {
@@ -609,29 +520,42 @@ impl Store for SqliteStore {
         .bind(latest)
         .fetch_all(&self.pool)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let hash: Option<Vec<u8>> = row.try_get("hash")?;
-            let family: Option<String> = row.try_get("family")?;
-            let client: Option<String> = row.try_get("client_id")?;
-            let subject: Option<String> = row.try_get("subject")?;
-            out.push(match (hash, family, client, subject) {
-                (Some(h), _, _, _) => Revocation::Token(hash_from(h)?),
-                (None, Some(f), _, _) => Revocation::Family(f),
-                (None, None, Some(c), _) => Revocation::Client(c),
-                (None, None, None, Some(s)) => Revocation::Subject(s),
-                _ => return Err(StoreError::Corrupt("empty revocation entry".into())),
-            });
-        }
-        Ok((latest, out))
+        let entries = rows
+            .iter()
+            .map(rows::revocation)
+            .collect::<Result<_, _>>()?;
+        Ok((latest, entries))
     }
 
-    async fn prune_revocations(&self, before: i64) -> Result<u64, StoreError> {
-        let done = sqlx::query("DELETE FROM revocations WHERE at < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected())
+    async fn sweep(
+        &self,
+        before: i64,
+        log_before: i64,
+        batch: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        // One process writes this file; each batch commits on its own so requests can
+        // write between batches.
+        let mut deleted = 0;
+        for (statement, limit) in [
+            (sql::SWEEP_TOKENS, before),
+            (sql::SWEEP_CODES, before),
+            (sql::SWEEP_LOG, log_before),
+        ] {
+            loop {
+                let done = sqlx::query(statement)
+                    .bind(limit)
+                    .bind(i64::from(batch))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                deleted += done;
+                if done < u64::from(batch) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(Some(deleted))
     }
 
     async fn list_tokens(
@@ -654,6 +578,6 @@ impl Store for SqliteStore {
             .fetch_all(&self.pool)
             .await?,
         };
-        rows.iter().map(token_from_row).collect()
+        rows.iter().map(rows::token).collect()
     }
 }

@@ -4,6 +4,14 @@
 use super::*;
 use crate::token;
 
+/// A fresh PostgreSQL store in a database of its own, or `None` (skipped loudly) when
+/// no server is reachable outside CI.
+pub(crate) async fn postgres() -> Option<(std::sync::Arc<dyn Store>, scratch::ScratchDb)> {
+    let db = scratch::ScratchDb::create().await?;
+    let store = open(db.url()).await.unwrap();
+    Some((store, db))
+}
+
 /// A fresh SQLite store in a temporary directory.
 pub(crate) async fn sqlite() -> (std::sync::Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -225,6 +233,14 @@ async fn sqlite_store_contract() {
 }
 
 #[tokio::test]
+async fn postgres_store_contract() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    contract(store).await;
+}
+
+#[tokio::test]
 async fn sqlite_data_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("a.db").display());
@@ -247,6 +263,40 @@ async fn sqlite_data_survives_reopening() {
 #[tokio::test]
 async fn concurrent_exchanges_of_one_refresh_token_rotate_once() {
     let (store, _dir) = sqlite().await;
+    rotate_once(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_concurrent_exchanges_of_one_refresh_token_rotate_once() {
+    let Some((store, db)) = postgres().await else {
+        return;
+    };
+    rotate_once(store).await;
+    // Also across two instances (two pools) of one database.
+    let other = open(db.url()).await.unwrap();
+    let r = record(TokenKind::Refresh, "race-2", "fr2", None);
+    other.insert_tokens(std::slice::from_ref(&r)).await.unwrap();
+    let third = open(db.url()).await.unwrap();
+    let (x1, x2) = (
+        [record(TokenKind::Access, "x1", "fr2", None)],
+        [record(TokenKind::Access, "x2", "fr2", None)],
+    );
+    let (a, b) = tokio::join!(
+        other.rotate_refresh(&r.hash, &x1, false, 5),
+        third.rotate_refresh(&r.hash, &x2, false, 5),
+    );
+    let mut outcomes = [a.unwrap(), b.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, Rotation::Rotated));
+    assert_eq!(outcomes[1], Rotation::Rotated);
+    assert_eq!(
+        outcomes[0],
+        Rotation::Reused {
+            family: "fr2".into()
+        }
+    );
+}
+
+async fn rotate_once(store: std::sync::Arc<dyn Store>) {
     let r = record(TokenKind::Refresh, "race", "fr", None);
     store.insert_tokens(std::slice::from_ref(&r)).await.unwrap();
     let mut tasks = Vec::new();
@@ -276,6 +326,18 @@ async fn unwritable_location_is_a_clear_open_error() {
     let url = format!("sqlite://{}", file.join("db.sqlite").display());
     let err = open(&url).await.err().expect("must fail").to_string();
     assert!(err.contains("cannot open the store"), "{err}");
+    let err = open("postgres://nobody@127.0.0.1:1/db")
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(err.contains("cannot open the store"), "{err}");
+    let err = open("postgres://u:hunter2@127.0.0.1:1/db")
+        .await
+        .err()
+        .expect("must fail")
+        .to_string();
+    assert!(!err.contains("hunter2") && err.contains("u:***@"), "{err}");
     let err = open("mysql://x")
         .await
         .err()
@@ -287,6 +349,18 @@ async fn unwritable_location_is_a_clear_open_error() {
 #[tokio::test]
 async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
     let (store, _dir) = sqlite().await;
+    codes(store).await;
+}
+
+#[tokio::test]
+async fn postgres_codes_are_one_use_and_a_replay_revokes_their_tokens() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    codes(store).await;
+}
+
+async fn codes(store: std::sync::Arc<dyn Store>) {
     let code = CodeRecord {
         hash: token::hash("code-1"),
         client_id: "c1".into(),
@@ -336,4 +410,129 @@ async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
         Redeem::Invalid,
         "expired"
     );
+}
+
+/// The sweep deletes what expired or was revoked before the cut-off, in batches, and
+/// nothing else.
+async fn sweep(store: std::sync::Arc<dyn Store>) {
+    let mut tokens = Vec::new();
+    for i in 0..25 {
+        tokens.push(record(
+            TokenKind::Access,
+            &format!("old-{i}"),
+            "fs",
+            Some(100),
+        ));
+    }
+    let mut revoked = record(TokenKind::Access, "revoked", "fs", None);
+    revoked.revoked_at = Some(150);
+    tokens.push(revoked);
+    let live = [
+        record(TokenKind::Access, "later", "fs", Some(500)),
+        record(TokenKind::Refresh, "forever", "fs", None),
+        record(TokenKind::Access, "expired-recently", "fs", Some(250)),
+    ];
+    tokens.extend(live.iter().cloned());
+    store.insert_tokens(&tokens).await.unwrap();
+    store.revoke_family("other", 10).await.unwrap();
+    store.revoke_family("newer", 400).await.unwrap();
+    let code = CodeRecord {
+        hash: token::hash("old-code"),
+        client_id: "c1".into(),
+        redirect_uri: "https://app/cb".into(),
+        code_challenge: None,
+        scope: String::new(),
+        subject: "alice".into(),
+        extra: serde_json::Map::new(),
+        family: "fc".into(),
+        expires_at: 100,
+        device_id: None,
+    };
+    store.insert_code(&code).await.unwrap();
+
+    // Batches of 10: 26 tokens, 1 code, 1 log entry.
+    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(28));
+    for t in &tokens[..26] {
+        assert!(store.get_token(&t.hash).await.unwrap().is_none());
+    }
+    for t in &live {
+        assert!(store.get_token(&t.hash).await.unwrap().is_some());
+    }
+    assert_eq!(
+        store.redeem_code(&code.hash, 1).await.unwrap(),
+        Redeem::Invalid
+    );
+    let (_, log) = store.revocations_since(Some(0)).await.unwrap();
+    assert_eq!(log, vec![Revocation::Family("newer".into())]);
+    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(0));
+}
+
+#[tokio::test]
+async fn sqlite_sweep_deletes_expired_rows_in_batches() {
+    let (store, _dir) = sqlite().await;
+    sweep(store).await;
+}
+
+#[tokio::test]
+async fn postgres_sweep_deletes_expired_rows_in_batches() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    sweep(store).await;
+}
+
+/// Revocations committed through one pool wake the feed of another, and a follower
+/// reading the log while revocations commit concurrently never skips one (log order
+/// is commit order).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_revocations_notify_other_instances_and_the_log_skips_nothing() {
+    let Some((a, db)) = postgres().await else {
+        return;
+    };
+    let b = open(db.url()).await.unwrap();
+    let feed = b.revocation_feed().expect("PostgreSQL has a feed");
+    // The first wake-up is the subscription itself.
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.notified())
+        .await
+        .expect("subscribed");
+    let (start, _) = b.revocations_since(None).await.unwrap();
+    a.revoke_family("fam-0", 1).await.unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), feed.notified())
+        .await
+        .expect("a revocation on A wakes B");
+
+    let writers: Vec<_> = (1..=100)
+        .map(|i| {
+            let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+            tokio::spawn(async move { store.revoke_family(&format!("fam-{i}"), 1).await })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut seq = Some(start);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while seen.len() < 101 {
+        assert!(std::time::Instant::now() < deadline, "saw {}", seen.len());
+        let (latest, entries) = b.revocations_since(seq).await.unwrap();
+        for e in entries {
+            let Revocation::Family(f) = e else {
+                panic!("unexpected {e:?}")
+            };
+            assert!(seen.insert(f), "an entry was returned twice");
+        }
+        seq = Some(latest);
+        if writers.iter().all(|w| w.is_finished()) {
+            // Everything committed: one more read must complete the set.
+            let (_, rest) = b.revocations_since(seq).await.unwrap();
+            for e in rest {
+                if let Revocation::Family(f) = e {
+                    seen.insert(f);
+                }
+            }
+            break;
+        }
+    }
+    for w in writers {
+        w.await.unwrap().unwrap();
+    }
+    assert_eq!(seen.len(), 101, "a follower skipped log entries");
 }

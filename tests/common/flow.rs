@@ -2,8 +2,26 @@
 
 use super::Gate;
 
+/// A running authgate the flow talks to: in-process ([`Gate`]) or a process
+/// ([`super::process::Instance`]).
+pub trait Target {
+    /// `https://…/path`.
+    fn url(&self, path: &str) -> String;
+    /// An HTTPS client that trusts the instance and does not follow redirects.
+    fn client(&self) -> reqwest::Client;
+}
+
+impl Target for Gate {
+    fn url(&self, path: &str) -> String {
+        Gate::url(self, path)
+    }
+    fn client(&self) -> reqwest::Client {
+        Gate::client(self)
+    }
+}
+
 /// The query string for `path` with `params`.
-pub fn url(gate: &Gate, path: &str, params: &[(&str, &str)]) -> String {
+pub fn url(gate: &impl Target, path: &str, params: &[(&str, &str)]) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
     for (k, v) in params {
         q.append_pair(k, v);
@@ -45,7 +63,7 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
 
 /// GETs the page at `path`, logs in and decides; returns the form submission's response.
 pub async fn consent(
-    gate: &Gate,
+    gate: &impl Target,
     path: &str,
     params: &[(&str, &str)],
     user: &str,

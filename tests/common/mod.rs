@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod flow;
+pub mod process;
+pub mod relay;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -1,0 +1,717 @@
+//! PostgreSQL backend (`postgres://…`): the store an edge tier of several instances
+//! shares. Also what speaks its protocol (managed PostgreSQL; see the README for
+//! distributed databases).
+//!
+//! - Migrations run at start on their own connection under sqlx's advisory lock, so
+//!   instances starting at once migrate one after the other.
+//! - Every revocation appends to the revocation log under a transaction-level advisory
+//!   lock (so log order is commit order and followers never skip an entry) and sends
+//!   `NOTIFY authgate_revocations`, delivered at commit. [`Store::revocation_feed`]
+//!   turns those notifications, and every (re)subscription, into a wake-up for the
+//!   token table, which then reads the log: a notification lost while disconnected
+//!   costs nothing, the log has the entry.
+//! - The expired-row sweep runs on one instance at a time (a session advisory lock,
+//!   held on a connection of its own and released by closing it).
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, Row};
+use tokio::sync::Notify;
+
+use super::rows::{self, sql, TOKEN_COLUMNS};
+use super::{
+    redact_url, ClientRecord, CodeRecord, PoolOptions, Redeem, Revocation, Rotation, Store,
+    StoreError, TokenKind, TokenRecord, UserRecord,
+};
+use crate::secret::SecretKey;
+use crate::token::TokenHash;
+
+/// The NOTIFY channel revocations are announced on.
+pub const CHANNEL: &str = "authgate_revocations";
+/// Advisory lock keys (any constants unlikely to collide with an application's own).
+const REVOCATION_LOCK: i64 = 0x6175_7468_6761_7401; // "authgat" 01
+const SWEEP_LOCK: i64 = 0x6175_7468_6761_7402;
+
+/// The PostgreSQL store.
+pub struct PgStore {
+    pool: PgPool,
+    options: PgConnectOptions,
+    /// The LISTEN task, started by the first [`Store::revocation_feed`] call.
+    feed: Mutex<Option<(Arc<Notify>, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        if let Ok(mut feed) = self.feed.lock() {
+            if let Some((_, task)) = feed.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+impl PgStore {
+    /// Connects to `url`, migrates the schema (one instance at a time) and checks that
+    /// the database accepts writes.
+    pub async fn open(url: &str, pool: &PoolOptions) -> Result<PgStore, StoreError> {
+        let fail = |reason: String| StoreError::Open {
+            url: redact_url(url),
+            reason,
+        };
+        let statement_timeout = pool.query_timeout.as_millis().to_string();
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| fail(e.to_string()))?
+            .application_name("authgate")
+            .options([("statement_timeout", statement_timeout.as_str())]);
+        // Migrations on a connection of their own: closing it releases sqlx's advisory
+        // lock even if a migration fails half-way.
+        let mut conn = tokio::time::timeout(pool.connect_timeout, options.connect())
+            .await
+            .map_err(|_| fail(format!("no answer within {:?}", pool.connect_timeout)))?
+            .map_err(|e| fail(e.to_string()))?;
+        let migrated = sqlx::migrate!("./migrations/postgres").run(&mut conn).await;
+        let _ = conn.close().await;
+        migrated.map_err(|e| fail(format!("migration failed: {e}")))?;
+        let pg = PgPoolOptions::new()
+            .max_connections(pool.max_connections)
+            .acquire_timeout(pool.connect_timeout)
+            .test_before_acquire(true)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options.clone())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('created', '\\x00') \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .execute(&pg)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+        Ok(PgStore {
+            pool: pg,
+            options,
+            feed: Mutex::new(None),
+        })
+    }
+
+    async fn sweep_locked(
+        conn: &mut PgConnection,
+        before: i64,
+        log_before: i64,
+        batch: u32,
+    ) -> Result<u64, StoreError> {
+        let mut deleted = 0;
+        for statement in [sql::SWEEP_TOKENS, sql::SWEEP_CODES] {
+            deleted += sweep_batches(conn, statement, before, batch).await?;
+        }
+        deleted += sweep_batches(conn, sql::SWEEP_LOG, log_before, batch).await?;
+        Ok(deleted)
+    }
+}
+
+/// Runs a bounded DELETE until it deletes less than a batch; each batch commits alone.
+async fn sweep_batches(
+    conn: &mut PgConnection,
+    statement: &str,
+    before: i64,
+    batch: u32,
+) -> Result<u64, StoreError> {
+    let mut total = 0;
+    loop {
+        let done = sqlx::query(statement)
+            .bind(before)
+            .bind(i64::from(batch))
+            .execute(&mut *conn)
+            .await?
+            .rows_affected();
+        total += done;
+        if done < u64::from(batch) {
+            return Ok(total);
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Follows `NOTIFY authgate_revocations` and wakes `feed` for each notification and
+/// after each (re)subscription, reconnecting with backoff after a lost connection.
+async fn listen(options: PgConnectOptions, feed: Arc<Notify>) {
+    // A pool of one of its own, so LISTEN never takes a connection from requests.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options);
+    let mut backoff = Duration::from_millis(100);
+    let mut lost = false;
+    loop {
+        let subscribed = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            // Reconnection is done here, so every reconnection is followed by a log read.
+            listener.eager_reconnect(false);
+            listener.listen(CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        }
+        .await;
+        let mut listener = match subscribed {
+            Ok(l) => l,
+            Err(e) => {
+                if !lost {
+                    tracing::warn!(error = %e, "cannot subscribe to revocation notifications; following the revocation log by polling");
+                    lost = true;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        if lost {
+            tracing::info!("revocation notifications resumed");
+        }
+        backoff = Duration::from_millis(100);
+        // Anything revoked while we were not subscribed is in the log: read it now.
+        feed.notify_one();
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(_)) => feed.notify_one(),
+                Ok(None) => {
+                    tracing::warn!("lost the revocation notification connection; reconnecting");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "revocation notification connection failed; reconnecting");
+                    break;
+                }
+            }
+        }
+        lost = true;
+        // Read the log now too: a notification may have been lost with the connection.
+        feed.notify_one();
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+/// Appends to the revocation log inside the caller's transaction and announces it at
+/// commit. The advisory lock is held until commit, so log entries commit in `seq`
+/// order and a follower that has read up to `seq` never sees an older one appear.
+async fn log_revocation(
+    tx: &mut PgConnection,
+    what: &Revocation,
+    now: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(REVOCATION_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let (hash, family, client, subject) = rows::revocation_columns(what);
+    sqlx::query(
+        "WITH r AS (INSERT INTO revocations (hash, family, client_id, subject, at) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING seq) \
+         SELECT pg_notify($6, seq::text) FROM r",
+    )
+    .bind(hash)
+    .bind(family)
+    .bind(client)
+    .bind(subject)
+    .bind(now)
+    .bind(CHANNEL)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+async fn insert_tokens_in(tx: &mut PgConnection, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+    for t in tokens {
+        sqlx::query(&format!(
+            "INSERT INTO tokens ({TOKEN_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        ))
+        .bind(&t.hash.0[..])
+        .bind(t.kind.as_str())
+        .bind(&t.client_id)
+        .bind(&t.subject)
+        .bind(&t.scope)
+        .bind(&t.family)
+        .bind(t.parent.as_ref().map(|p| p.0.to_vec()))
+        .bind(serde_json::Value::Object(t.extra.clone()).to_string())
+        .bind(t.issued_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .bind(t.used_at)
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn revoke_family_in(
+    tx: &mut PgConnection,
+    family: &str,
+    now: i64,
+) -> Result<u64, StoreError> {
+    let done =
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(family)
+            .execute(&mut *tx)
+            .await?;
+    log_revocation(tx, &Revocation::Family(family.to_owned()), now).await?;
+    Ok(done.rows_affected())
+}
+
+fn conflict(e: sqlx::Error, what: String) -> StoreError {
+    match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(what),
+        other => other,
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn revocation_feed(&self) -> Option<Arc<Notify>> {
+        let mut feed = self.feed.lock().ok()?;
+        let (notify, _) = feed.get_or_insert_with(|| {
+            let notify = Arc::new(Notify::new());
+            let task = tokio::spawn(listen(self.options.clone(), notify.clone()));
+            (notify, task)
+        });
+        Some(notify.clone())
+    }
+
+    async fn token_key(&self) -> Result<SecretKey, StoreError> {
+        let fresh = crate::token::new_key();
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('token_key', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&fresh.expose()[..])
+        .execute(&self.pool)
+        .await?;
+        let bytes: Vec<u8> = sqlx::query("SELECT value FROM settings WHERE name = 'token_key'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("value")?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(SecretKey::new)
+            .map_err(|_| StoreError::Corrupt("token key is not 32 bytes".into()))
+    }
+
+    async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (id, secret_hash, name, settings, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_hash)
+        .bind(&c.name)
+        .bind(c.settings.to_string())
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("client {:?}", c.id)))?;
+        Ok(())
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::client)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::client)
+            .collect()
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
+            .bind(secret_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Client(id.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT generation FROM connections WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("generation")?,
+            None => 0,
+        })
+    }
+
+    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES ($1, 1) ON CONFLICT (key) \
+             DO UPDATE SET generation = connections.generation + 1 RETURNING generation",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("generation")?)
+    }
+
+    async fn regrant_token(
+        &self,
+        hash: &TokenHash,
+        scope: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        family: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query("UPDATE tokens SET scope = $1, extra = $2, family = $3 WHERE hash = $4")
+            .bind(scope)
+            .bind(serde_json::Value::Object(extra.clone()).to_string())
+            .bind(family)
+            .bind(&hash.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT client_id FROM tokens WHERE revoked_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("client_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_tokens_in(&mut tx, tokens).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rows::token)
+        .transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 FOR UPDATE"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
+            return Ok(None);
+        };
+        // A refresh token stands for its whole grant (RFC 7009 §2.1).
+        match record.kind {
+            TokenKind::Refresh => {
+                revoke_family_in(&mut tx, &record.family, now).await?;
+            }
+            TokenKind::Access => {
+                sqlx::query(
+                    "UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+                log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = revoke_family_in(&mut tx, family, now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &[TokenRecord],
+        keep_old: bool,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        // FOR UPDATE: concurrent exchanges of one refresh token, on any instance, queue
+        // on its row; the second reads it after the first committed and sees it used.
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh' FOR UPDATE"
+        ))
+        .bind(&old.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
+            return Ok(Rotation::Invalid);
+        };
+        if record.used_at.is_some() {
+            revoke_family_in(&mut tx, &record.family, now).await?;
+            tx.commit().await?;
+            return Ok(Rotation::Reused {
+                family: record.family,
+            });
+        }
+        if !record.is_active(now) {
+            return Ok(Rotation::Invalid);
+        }
+        if !keep_old {
+            sqlx::query("UPDATE tokens SET used_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(&old.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_tokens_in(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated)
+    }
+
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, settings, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.settings.to_string())
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("user {:?}", u.name)))?;
+        Ok(())
+    }
+
+    async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::user)
+            .transpose()
+    }
+
+    async fn list_users(&self) -> Result<Vec<UserRecord>, StoreError> {
+        sqlx::query("SELECT * FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::user)
+            .collect()
+    }
+
+    async fn set_user_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
+        sqlx::query("DELETE FROM codes WHERE subject = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
+             extra, family, expires_at, device_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&c.hash.0[..])
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.scope)
+        .bind(&c.subject)
+        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
+        .bind(&c.family)
+        .bind(c.expires_at)
+        .bind(&c.device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = $1 FOR UPDATE")
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Redeem::Invalid);
+        };
+        let code = rows::code(&row)?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        if used_at.is_some() {
+            sqlx::query("UPDATE codes SET replayed_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+            revoke_family_in(&mut tx, &code.family, now).await?;
+            tx.commit().await?;
+            return Ok(Redeem::Replayed {
+                family: code.family,
+            });
+        }
+        if now >= code.expires_at {
+            return Ok(Redeem::Invalid);
+        }
+        sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Redeem::Fresh(Box::new(code)))
+    }
+
+    async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {
+        let row = sqlx::query("SELECT replayed_at FROM codes WHERE hash = $1")
+            .bind(&hash.0[..])
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<Option<i64>, _>("replayed_at")?.is_some(),
+            None => false,
+        })
+    }
+
+    async fn revocations_since(
+        &self,
+        seq: Option<i64>,
+    ) -> Result<(i64, Vec<Revocation>), StoreError> {
+        let latest: Option<i64> = sqlx::query("SELECT MAX(seq) AS m FROM revocations")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("m")?;
+        let latest = latest.unwrap_or(0);
+        let Some(after) = seq.filter(|after| *after < latest) else {
+            return Ok((latest, Vec::new()));
+        };
+        let rows = sqlx::query(
+            "SELECT hash, family, client_id, subject FROM revocations \
+             WHERE seq > $1 AND seq <= $2 ORDER BY seq",
+        )
+        .bind(after)
+        .bind(latest)
+        .fetch_all(&self.pool)
+        .await?;
+        let entries = rows
+            .iter()
+            .map(rows::revocation)
+            .collect::<Result<_, _>>()?;
+        Ok((latest, entries))
+    }
+
+    async fn sweep(
+        &self,
+        before: i64,
+        log_before: i64,
+        batch: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        // A connection of its own: the session lock goes away with it, whatever happens.
+        let mut conn = self.pool.acquire().await?.detach();
+        let locked: bool = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
+            .bind(SWEEP_LOCK)
+            .fetch_one(&mut conn)
+            .await?
+            .try_get("locked")?;
+        let result = if locked {
+            Self::sweep_locked(&mut conn, before, log_before, batch)
+                .await
+                .map(Some)
+        } else {
+            Ok(None)
+        };
+        let _ = conn.close().await;
+        result
+    }
+
+    async fn list_tokens(
+        &self,
+        client_id: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<TokenRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE ($1::text IS NULL OR client_id = $1) \
+             ORDER BY issued_at DESC LIMIT $2"
+        ))
+        .bind(client_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(rows::token)
+        .collect()
+    }
+}

@@ -1,0 +1,173 @@
+//! Reading records out of rows, shared by both backends: the columns have the same
+//! names and the same Rust types (TEXT → `String`, INTEGER/BIGINT → `i64`,
+//! BLOB/BYTEA → `Vec<u8>`), so one decoder per record serves SQLite and PostgreSQL.
+
+use sqlx::postgres::PgRow;
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{ClientRecord, CodeRecord, Revocation, StoreError, TokenKind, TokenRecord, UserRecord};
+use crate::token::TokenHash;
+
+/// Typed column access by name, for the row types of both backends.
+pub(super) trait Columns {
+    fn text(&self, column: &str) -> Result<String, StoreError>;
+    fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError>;
+    fn int(&self, column: &str) -> Result<i64, StoreError>;
+    fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError>;
+    fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    fn bytes(&self, column: &str) -> Result<Vec<u8>, StoreError> {
+        self.opt_bytes(column)?
+            .ok_or_else(|| StoreError::Corrupt(format!("{column} is NULL")))
+    }
+}
+
+macro_rules! columns_for {
+    ($row:ty) => {
+        impl Columns for $row {
+            fn text(&self, column: &str) -> Result<String, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_text(&self, column: &str) -> Result<Option<String>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn int(&self, column: &str) -> Result<i64, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_int(&self, column: &str) -> Result<Option<i64>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+            fn opt_bytes(&self, column: &str) -> Result<Option<Vec<u8>>, StoreError> {
+                Ok(self.try_get(column)?)
+            }
+        }
+    };
+}
+
+columns_for!(SqliteRow);
+columns_for!(PgRow);
+
+/// The token columns, in the order [`token`] and the INSERT statements use.
+pub(super) const TOKEN_COLUMNS: &str = "hash, kind, client_id, subject, scope, family, \
+                                        parent, extra, issued_at, expires_at, revoked_at, used_at";
+
+pub(super) fn hash(bytes: Vec<u8>) -> Result<TokenHash, StoreError> {
+    <[u8; 32]>::try_from(bytes.as_slice())
+        .map(TokenHash)
+        .map_err(|_| StoreError::Corrupt("token hash is not 32 bytes".into()))
+}
+
+fn json_object(
+    text: &str,
+    what: &str,
+) -> Result<serde_json::Map<String, serde_json::Value>, StoreError> {
+    match serde_json::from_str(text) {
+        Ok(serde_json::Value::Object(m)) => Ok(m),
+        _ => Err(StoreError::Corrupt(format!("{what} is not a JSON object"))),
+    }
+}
+
+fn json(text: &str, what: &str) -> Result<serde_json::Value, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+pub(super) fn token(row: &impl Columns) -> Result<TokenRecord, StoreError> {
+    Ok(TokenRecord {
+        hash: hash(row.bytes("hash")?)?,
+        kind: TokenKind::parse(&row.text("kind")?)?,
+        client_id: row.text("client_id")?,
+        subject: row.opt_text("subject")?,
+        scope: row.text("scope")?,
+        family: row.text("family")?,
+        parent: row.opt_bytes("parent")?.map(hash).transpose()?,
+        extra: json_object(&row.text("extra")?, "token extra")?,
+        issued_at: row.int("issued_at")?,
+        expires_at: row.opt_int("expires_at")?,
+        revoked_at: row.opt_int("revoked_at")?,
+        used_at: row.opt_int("used_at")?,
+    })
+}
+
+pub(super) fn client(row: &impl Columns) -> Result<ClientRecord, StoreError> {
+    Ok(ClientRecord {
+        id: row.text("id")?,
+        secret_hash: row.opt_text("secret_hash")?,
+        name: row.text("name")?,
+        settings: json(&row.text("settings")?, "client settings")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn user(row: &impl Columns) -> Result<UserRecord, StoreError> {
+    Ok(UserRecord {
+        name: row.text("name")?,
+        password_hash: row.text("password_hash")?,
+        settings: json(&row.text("settings")?, "user settings")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+pub(super) fn code(row: &impl Columns) -> Result<CodeRecord, StoreError> {
+    Ok(CodeRecord {
+        hash: hash(row.bytes("hash")?)?,
+        client_id: row.text("client_id")?,
+        redirect_uri: row.text("redirect_uri")?,
+        code_challenge: row.opt_text("code_challenge")?,
+        scope: row.text("scope")?,
+        subject: row.text("subject")?,
+        extra: json_object(&row.text("extra")?, "code extra")?,
+        family: row.text("family")?,
+        expires_at: row.int("expires_at")?,
+        device_id: row.opt_text("device_id")?,
+    })
+}
+
+/// The values of a revocation log row's (hash, family, client_id, subject) columns.
+pub(super) type RevocationColumns<'a> = (
+    Option<Vec<u8>>,
+    Option<&'a str>,
+    Option<&'a str>,
+    Option<&'a str>,
+);
+
+/// The columns of a revocation log row, for an INSERT.
+pub(super) fn revocation_columns(what: &Revocation) -> RevocationColumns<'_> {
+    match what {
+        Revocation::Token(h) => (Some(h.0.to_vec()), None, None, None),
+        Revocation::Family(f) => (None, Some(f), None, None),
+        Revocation::Client(c) => (None, None, Some(c), None),
+        Revocation::Subject(s) => (None, None, None, Some(s)),
+    }
+}
+
+pub(super) fn revocation(row: &impl Columns) -> Result<Revocation, StoreError> {
+    Ok(
+        match (
+            row.opt_bytes("hash")?,
+            row.opt_text("family")?,
+            row.opt_text("client_id")?,
+            row.opt_text("subject")?,
+        ) {
+            (Some(h), _, _, _) => Revocation::Token(hash(h)?),
+            (None, Some(f), _, _) => Revocation::Family(f),
+            (None, None, Some(c), _) => Revocation::Client(c),
+            (None, None, None, Some(s)) => Revocation::Subject(s),
+            _ => return Err(StoreError::Corrupt("empty revocation entry".into())),
+        },
+    )
+}
+
+/// Statements both backends run as they are (numbered parameters in order of first
+/// appearance bind the same way in SQLite and PostgreSQL).
+pub(super) mod sql {
+    /// Deletes up to `$2` tokens that expired or were revoked before `$1`.
+    pub const SWEEP_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
+         WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)";
+    /// Deletes up to `$2` codes that expired before `$1`.
+    pub const SWEEP_CODES: &str = "DELETE FROM codes WHERE hash IN (SELECT hash FROM codes \
+         WHERE expires_at < $1 LIMIT $2)";
+    /// Deletes up to `$2` revocation log entries older than `$1`.
+    pub const SWEEP_LOG: &str = "DELETE FROM revocations WHERE seq IN (SELECT seq FROM \
+         revocations WHERE at < $1 LIMIT $2)";
+}
