@@ -2,8 +2,10 @@
 //! balancer or kubelet can probe the plain HTTP port too).
 //!
 //! - `GET /healthz`: the process is alive and serving.
-//! - `GET /readyz`: listeners are bound; 503 once graceful shutdown has begun, so load
-//!   balancers stop sending new work while in-flight requests drain.
+//! - `GET /readyz`: listeners are bound and the store answers; 503 `draining` once
+//!   graceful shutdown has begun, so load balancers stop sending new work while
+//!   in-flight requests drain, and 503 `store_unavailable` while the store can't be
+//!   reached (cached tokens still work; see the README's "Running several instances").
 
 use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
@@ -16,14 +18,23 @@ pub const HEALTHZ: &str = "/healthz";
 /// Readiness path.
 pub const READYZ: &str = "/readyz";
 
-/// Answers `path` if it is one of ours.
-pub fn serve(method: &Method, path: &str, ready: bool) -> Option<Response<Body>> {
-    let (status, text) = match path {
-        HEALTHZ => (StatusCode::OK, r#"{"status":"ok"}"#),
-        READYZ if ready => (StatusCode::OK, r#"{"status":"ready"}"#),
-        READYZ => (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#),
-        _ => return None,
-    };
+/// What `/readyz` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    Draining,
+    StoreUnavailable,
+}
+
+/// Answers `path` if it is one of ours; `readiness` is asked only for `/readyz`.
+pub async fn serve(
+    method: &Method,
+    path: &str,
+    readiness: impl std::future::Future<Output = Readiness>,
+) -> Option<Response<Body>> {
+    if path != HEALTHZ && path != READYZ {
+        return None;
+    }
     if method != Method::GET && method != Method::HEAD {
         let mut resp = json_error(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -34,6 +45,18 @@ pub fn serve(method: &Method, path: &str, ready: bool) -> Option<Response<Body>>
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(resp);
     }
+    let (status, text) = match path {
+        HEALTHZ => (StatusCode::OK, r#"{"status":"ok"}"#),
+        READYZ => match readiness.await {
+            Readiness::Ready => (StatusCode::OK, r#"{"status":"ready"}"#),
+            Readiness::Draining => (StatusCode::SERVICE_UNAVAILABLE, r#"{"status":"draining"}"#),
+            Readiness::StoreUnavailable => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"status":"store_unavailable"}"#,
+            ),
+        },
+        _ => return None,
+    };
     let mut resp = Response::new(body::full(text));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -49,12 +72,31 @@ pub fn serve(method: &Method, path: &str, ready: bool) -> Option<Response<Body>>
 mod tests {
     use super::*;
 
-    #[test]
-    fn health_and_readiness() {
-        assert_eq!(serve(&Method::GET, HEALTHZ, false).unwrap().status(), 200);
-        assert_eq!(serve(&Method::GET, READYZ, true).unwrap().status(), 200);
-        assert_eq!(serve(&Method::GET, READYZ, false).unwrap().status(), 503);
-        assert_eq!(serve(&Method::POST, HEALTHZ, true).unwrap().status(), 405);
-        assert!(serve(&Method::GET, "/other", true).is_none());
+    async fn status(method: Method, path: &str, readiness: Readiness) -> Option<u16> {
+        let resp = serve(&method, path, async { readiness }).await?;
+        Some(resp.status().as_u16())
+    }
+
+    #[tokio::test]
+    async fn health_and_readiness() {
+        use Readiness::*;
+        assert_eq!(status(Method::GET, HEALTHZ, Draining).await, Some(200));
+        assert_eq!(status(Method::GET, READYZ, Ready).await, Some(200));
+        assert_eq!(status(Method::GET, READYZ, Draining).await, Some(503));
+        assert_eq!(
+            status(Method::HEAD, READYZ, StoreUnavailable).await,
+            Some(503)
+        );
+        assert_eq!(status(Method::POST, HEALTHZ, Ready).await, Some(405));
+        assert_eq!(status(Method::POST, READYZ, Ready).await, Some(405));
+        assert_eq!(status(Method::GET, "/other", Ready).await, None);
+        let resp = serve(&Method::GET, READYZ, async { StoreUnavailable })
+            .await
+            .unwrap();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(&body[..], br#"{"status":"store_unavailable"}"#);
     }
 }

@@ -352,6 +352,8 @@ async fn an_instance_rides_out_a_database_outage_and_recovers_by_itself() {
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "temporarily_unavailable");
     assert_eq!(ready(&a).await, 503);
+    let body = common::json(a.client().get(a.url("/readyz")).send().await.unwrap()).await;
+    assert_eq!(body["status"], "store_unavailable");
     // B, on the database directly, is unaffected.
     assert_eq!(api_status(&b, &uncached).await, 200);
 

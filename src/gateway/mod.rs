@@ -228,8 +228,7 @@ impl Gateway {
 
         // own endpoints
         let path = req.uri().path();
-        let ready = path == health::READYZ && self.ready().await;
-        if let Some(resp) = health::serve(req.method(), path, ready) {
+        if let Some(resp) = health::serve(req.method(), path, self.readiness()).await {
             return Ok(resp);
         }
         // A trusted TLS-terminating proxy already speaks HTTPS to the client: redirecting
@@ -312,15 +311,15 @@ impl Gateway {
     }
 
     /// Ready: not draining, and the store answers within a second.
-    async fn ready(&self) -> bool {
+    async fn readiness(&self) -> health::Readiness {
         if self.draining.load(Ordering::Acquire) {
-            return false;
+            return health::Readiness::Draining;
         }
         let ping = self.oauth.store().ping();
-        matches!(
-            tokio::time::timeout(std::time::Duration::from_secs(1), ping).await,
-            Ok(Ok(()))
-        )
+        match tokio::time::timeout(std::time::Duration::from_secs(1), ping).await {
+            Ok(Ok(())) => health::Readiness::Ready,
+            _ => health::Readiness::StoreUnavailable,
+        }
     }
 
     /// HTTPS if the connection is TLS, or a trusted proxy says the client used HTTPS.
