@@ -52,6 +52,8 @@ pub enum ServerError {
 pub struct Server {
     gateway: Arc<Gateway>,
     tokens: Arc<crate::token_table::TokenTable>,
+    /// Where the revocation log stood before anything was cached.
+    log_start: i64,
     https: Option<(TcpListener, TlsAcceptor, Duration)>,
     http: Option<(TcpListener, HttpMode)>,
 }
@@ -83,6 +85,8 @@ impl Server {
     ) -> Result<Server, ServerError> {
         let codec = crate::token::Codec::new(store.token_key().await?);
         revoke_orphaned_tokens(&config, &store, &clock).await?;
+        // Read before any token is cached, so every later revocation is followed.
+        let (log_start, _) = store.revocations_since(None).await?;
         let tokens = Arc::new(crate::token_table::TokenTable::new(
             store.clone(),
             codec.clone(),
@@ -116,6 +120,7 @@ impl Server {
         Ok(Server {
             gateway,
             tokens,
+            log_start,
             https,
             http,
         })
@@ -140,7 +145,7 @@ impl Server {
         let watcher = self
             .tokens
             .clone()
-            .watch_revocations(store_cfg.revocation_poll);
+            .watch_revocations(store_cfg.revocation_poll, self.log_start);
         let sweeper = store_cfg.sweep_interval.map(|every| {
             self.tokens.clone().sweep_expired(
                 every,

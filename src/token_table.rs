@@ -73,6 +73,8 @@ pub struct TokenTable {
     codec: Codec,
     clock: Clock,
     cache_ttl: Duration,
+    /// Revocations applied from the log so far (see `load`).
+    evictions: std::sync::atomic::AtomicU64,
 }
 
 /// Rows deleted per statement by the expired-row sweep.
@@ -96,6 +98,7 @@ impl TokenTable {
             codec,
             clock,
             cache_ttl: cfg.cache_ttl,
+            evictions: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -118,8 +121,19 @@ impl TokenTable {
     }
 
     async fn load(&self, hash: TokenHash) -> Result<Entry, StoreError> {
+        // A revocation applied while the row was being read may have found nothing to
+        // evict yet: read again, so a revoked row is not cached as valid. (The eviction
+        // follows the commit, so the second read sees it.)
+        let mut record = None;
+        for _ in 0..3 {
+            let before = self.evictions.load(std::sync::atomic::Ordering::Acquire);
+            record = self.store.get_token(&hash).await?;
+            if self.evictions.load(std::sync::atomic::Ordering::Acquire) == before {
+                break;
+            }
+        }
         let now = (self.clock)();
-        Ok(match self.store.get_token(&hash).await? {
+        Ok(match record {
             Some(r) if r.kind == TokenKind::Access && r.is_active(now) => {
                 let scope = Scope::parse(&r.scope).unwrap_or_else(|_| Scope::empty());
                 Entry::Valid(Arc::new(CachedToken {
@@ -136,13 +150,20 @@ impl TokenTable {
         })
     }
 
+    fn count_eviction(&self) {
+        self.evictions
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Forgets one token (it was revoked).
     pub async fn evict(&self, hash: &TokenHash) {
+        self.count_eviction();
         self.cache.invalidate(hash).await;
     }
 
     /// Forgets every token of a grant (its refresh token was revoked or replayed).
     pub fn evict_family(&self, family: &str) {
+        self.count_eviction();
         let family = family.to_owned();
         if let Err(e) = self
             .cache
@@ -155,6 +176,7 @@ impl TokenTable {
 
     /// Forgets every token of a client (it was removed).
     pub fn evict_client(&self, client_id: &str) {
+        self.count_eviction();
         let client_id = client_id.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(
             move |_, v| matches!(v, Entry::Valid(t) if t.client_id == client_id),
@@ -165,6 +187,7 @@ impl TokenTable {
 
     /// Forgets every token acting for a user (the user was removed).
     pub fn evict_subject(&self, subject: &str) {
+        self.count_eviction();
         let subject = subject.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(move |_, v| {
             matches!(v, Entry::Valid(t) if t.subject.as_deref() == Some(subject.as_str()))
@@ -190,10 +213,15 @@ impl TokenTable {
     /// read. If the log could not be read for longer than `cache_ttl`, the valid
     /// entries are all dropped once it can be read again (they are re-read from the
     /// store on use).
-    pub fn watch_revocations(self: Arc<Self>, every: Duration) -> tokio::task::JoinHandle<()> {
+    /// `start` is where the log stood before anything was cached.
+    pub fn watch_revocations(
+        self: Arc<Self>,
+        every: Duration,
+        start: i64,
+    ) -> tokio::task::JoinHandle<()> {
         let feed = self.store.revocation_feed();
         tokio::spawn(async move {
-            let mut seq = None;
+            let mut seq = Some(start);
             let mut failing_since: Option<Instant> = None;
             loop {
                 match self.store.revocations_since(seq).await {
@@ -313,8 +341,11 @@ mod tests {
         async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
             self.inner.delete_client(id, now).await
         }
-        async fn connection_generation(&self, k: &str) -> Result<i64, StoreError> {
+        async fn connection_generation(&self, k: &str) -> Result<Option<i64>, StoreError> {
             self.inner.connection_generation(k).await
+        }
+        async fn record_connection(&self, k: &str) -> Result<(), StoreError> {
+            self.inner.record_connection(k).await
         }
         async fn bump_connection(&self, k: &str) -> Result<i64, StoreError> {
             self.inner.bump_connection(k).await

@@ -624,4 +624,28 @@ async fn connection_reuse_and_device_ids() {
     let i =
         json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", &again)]).await).await;
     assert_eq!(i["active"], true);
+
+    // Once the sweep has deleted the revoked rows, neither a revoked generation nor a
+    // revoked first token comes back: the connection moves on to a new one.
+    let store = gate.store().await;
+    for revoked in [&again, &till] {
+        assert_eq!(
+            post_form(&gate, "/oauth/revoke", Some(who), &[("token", revoked)])
+                .await
+                .status(),
+            200
+        );
+    }
+    assert!(store.sweep(i64::MAX, 0, 100).await.unwrap().unwrap() >= 3);
+    let after_sweep = authorize(vec![]).await;
+    let till_after_sweep = authorize(vec![("device_id", "till-2")]).await;
+    for (new, old) in [(&after_sweep, &again), (&till_after_sweep, &till)] {
+        assert_ne!(new, old, "a swept, revoked token was handed out again");
+        assert_ne!(new, &first);
+    }
+    for old in [&first, &again, &till] {
+        let i =
+            json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", old)]).await).await;
+        assert_eq!(i["active"], false);
+    }
 }

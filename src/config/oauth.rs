@@ -341,7 +341,7 @@ pub(super) fn store(file: &str, raw: RawStore) -> Result<StoreConfig, ConfigErro
         return Err(err(
             file,
             "store.pool_size",
-            "must be at least 2 (requests and the expired-row sweep share the pool)",
+            "must be at least 2 (token checks and issuance wait for a free connection)",
         ));
     }
     let sweep_interval = match raw.sweep_interval.as_deref() {

@@ -35,7 +35,13 @@ impl OAuth {
             .access_token_ttl
             .unwrap_or(self.cfg.access_token_ttl)
             .secs();
-        let mut generation = self.store.connection_generation(&key).await?;
+        // A recorded generation was issued before: if its row is gone, the sweep deleted
+        // it after it was revoked or expired, and it must not come back.
+        let recorded = self.store.connection_generation(&key).await?;
+        let (mut generation, mut fresh) = match recorded {
+            Some(g) => (g, false),
+            None => (0, true),
+        };
         for _ in 0..3 {
             let value = self
                 .codec
@@ -58,8 +64,16 @@ impl OAuth {
                 }
                 Some(_) => {
                     generation = self.store.bump_connection(&key).await?;
+                    fresh = true;
+                }
+                None if !fresh => {
+                    generation = self.store.bump_connection(&key).await?;
+                    fresh = true;
                 }
                 None => {
+                    if recorded.is_none() {
+                        self.store.record_connection(&key).await?;
+                    }
                     let new = TokenRecord {
                         hash,
                         kind: TokenKind::Access,

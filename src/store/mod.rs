@@ -202,7 +202,11 @@ pub trait Store: Send + Sync + 'static {
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 
     /// The generation of a reused connection's token (0 if new).
-    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError>;
+    /// `None` if no token was ever issued for it.
+    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError>;
+    /// Records that generation 0 of a connection was issued (no-op if recorded), so a
+    /// token swept after it was revoked or expired is never handed out again.
+    async fn record_connection(&self, key: &str) -> Result<(), StoreError>;
     /// Moves a connection to its next generation (its token was revoked); returns it.
     async fn bump_connection(&self, key: &str) -> Result<i64, StoreError>;
     /// Gives an existing token a new grant (scope, bound resources, family): a reused
@@ -317,13 +321,12 @@ pub fn is_postgres(url: &str) -> bool {
 /// `url` with any password replaced by `***`, for logs and errors.
 pub fn redact_url(url: &str) -> String {
     let mut out = url.to_owned();
+    // The userinfo ends at the last '@' (a password may hold '/', '?' or '@').
     if let Some(start) = out.find("://").map(|i| i + 3) {
-        let end = out[start..]
-            .find(['/', '?'])
-            .map_or(out.len(), |i| start + i);
-        if let Some(at) = out[start..end].rfind('@').map(|i| start + i) {
-            if let Some(colon) = out[start..at].find(':').map(|i| start + i) {
-                out.replace_range(colon + 1..at, "***");
+        if let Some(at) = out[start..].rfind('@').map(|i| start + i) {
+            let user_end = out[start..at].find(':').map_or(at, |i| start + i);
+            if user_end < at {
+                out.replace_range(user_end + 1..at, "***");
             }
         }
     }
@@ -361,3 +364,25 @@ pub async fn open_with(url: &str, pool: &PoolOptions) -> Result<Arc<dyn Store>, 
 
 #[cfg(test)]
 pub(crate) mod tests;
+
+#[cfg(test)]
+mod redact_tests {
+    #[test]
+    fn passwords_never_survive_redaction() {
+        for (url, shown) in [
+            ("postgres://u:pw@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://u:ab/cd?e@f@h:5432/db",
+                "postgres://u:***@h:5432/db",
+            ),
+            (
+                "postgres://u@h/db?password=x&sslmode=require",
+                "postgres://u@h/db?password=***&sslmode=require",
+            ),
+            ("postgres://h/db", "postgres://h/db"),
+            ("sqlite://data/a.db", "sqlite://data/a.db"),
+        ] {
+            assert_eq!(super::redact_url(url), shown);
+        }
+    }
+}

@@ -12,6 +12,11 @@
 //!   costs nothing, the log has the entry.
 //! - The expired-row sweep runs on one instance at a time (a session advisory lock,
 //!   held on a connection of its own and released by closing it).
+//! - Writers of a grant take advisory locks keyed by its client, subject and family
+//!   (shared to add tokens, exclusive to revoke them), always in key order. Under READ
+//!   COMMITTED an UPDATE only sees rows committed before it started, so without them a
+//!   family, client or user revocation could miss the tokens a rotation running at the
+//!   same moment inserts; with them, the revocation waits for the insert and sees it.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -63,13 +68,16 @@ impl PgStore {
             reason,
         };
         let statement_timeout = pool.query_timeout.as_millis().to_string();
-        let options = PgConnectOptions::from_str(url)
+        let base = PgConnectOptions::from_str(url)
             .map_err(|e| fail(e.to_string()))?
-            .application_name("authgate")
+            .application_name("authgate");
+        let options = base
+            .clone()
             .options([("statement_timeout", statement_timeout.as_str())]);
         // Migrations on a connection of their own: closing it releases sqlx's advisory
-        // lock even if a migration fails half-way.
-        let mut conn = tokio::time::timeout(pool.connect_timeout, options.connect())
+        // lock even if a migration fails half-way. No statement timeout there: waiting
+        // for another instance's migration, or building an index, may take longer.
+        let mut conn = tokio::time::timeout(pool.connect_timeout, base.connect())
             .await
             .map_err(|_| fail(format!("no answer within {:?}", pool.connect_timeout)))?
             .map_err(|e| fail(e.to_string()))?;
@@ -170,19 +178,35 @@ async fn listen(options: PgConnectOptions, feed: Arc<Notify>) {
         if lost {
             tracing::info!("revocation notifications resumed");
         }
-        backoff = Duration::from_millis(100);
         // Anything revoked while we were not subscribed is in the log: read it now.
         feed.notify_one();
         loop {
-            match listener.try_recv().await {
-                Ok(Some(_)) => feed.notify_one(),
-                Ok(None) => {
+            // A half-open connection (a NAT or load balancer forgot it) never errors by
+            // itself: check it every 30 s.
+            let next = tokio::time::timeout(Duration::from_secs(30), listener.try_recv()).await;
+            match next {
+                Ok(Ok(Some(_))) => feed.notify_one(),
+                Ok(Ok(None)) => {
                     tracing::warn!("lost the revocation notification connection; reconnecting");
                     break;
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "revocation notification connection failed; reconnecting");
                     break;
+                }
+                Err(_) => {
+                    let ping = sqlx::query("SELECT 1").execute(&mut listener);
+                    if !matches!(
+                        tokio::time::timeout(Duration::from_secs(5), ping).await,
+                        Ok(Ok(_))
+                    ) {
+                        tracing::warn!(
+                            "revocation notification connection stopped answering; reconnecting"
+                        );
+                        break;
+                    }
+                    // Up for a while: the next loss starts the backoff from the bottom.
+                    backoff = Duration::from_millis(100);
                 }
             }
         }
@@ -191,6 +215,64 @@ async fn listen(options: PgConnectOptions, feed: Arc<Notify>) {
         feed.notify_one();
         tokio::time::sleep(backoff).await;
     }
+}
+
+/// What a transaction is about to write, for [`lock`].
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Hold {
+    /// Adds tokens: any number of these at once.
+    Shared,
+    /// Revokes: alone.
+    Exclusive,
+}
+
+/// The advisory lock key for one client (`c`), subject (`s`) or family (`f`).
+fn lock_key(kind: &str, value: &str) -> i64 {
+    use sha2::Digest;
+    let digest = sha2::Sha256::new()
+        .chain_update(b"authgate\0")
+        .chain_update(kind.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(value.as_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(first)
+}
+
+/// The keys of every grant `tokens` belong to.
+fn token_keys(tokens: &[TokenRecord], hold: Hold, family_hold: Hold) -> Vec<(i64, Hold)> {
+    let mut keys = Vec::with_capacity(tokens.len() * 3);
+    for t in tokens {
+        keys.push((lock_key("c", &t.client_id), hold));
+        if let Some(s) = &t.subject {
+            keys.push((lock_key("s", s), hold));
+        }
+        keys.push((lock_key("f", &t.family), family_hold));
+    }
+    keys
+}
+
+/// Takes transaction-level advisory locks in key order (so two transactions never wait
+/// for each other in opposite orders); a key wanted both ways is taken exclusively.
+async fn lock(tx: &mut PgConnection, mut keys: Vec<(i64, Hold)>) -> Result<(), StoreError> {
+    keys.sort();
+    keys.dedup_by(|later, earlier| {
+        if later.0 == earlier.0 {
+            earlier.1 = earlier.1.max(later.1);
+            true
+        } else {
+            false
+        }
+    });
+    for (key, hold) in keys {
+        let statement = match hold {
+            Hold::Shared => "SELECT pg_advisory_xact_lock_shared($1)",
+            Hold::Exclusive => "SELECT pg_advisory_xact_lock($1)",
+        };
+        sqlx::query(statement).bind(key).execute(&mut *tx).await?;
+    }
+    Ok(())
 }
 
 /// Appends to the revocation log inside the caller's transaction and announces it at
@@ -223,6 +305,7 @@ async fn log_revocation(
 }
 
 async fn insert_tokens_in(tx: &mut PgConnection, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+    lock(tx, token_keys(tokens, Hold::Shared, Hold::Shared)).await?;
     for t in tokens {
         sqlx::query(&format!(
             "INSERT INTO tokens ({TOKEN_COLUMNS}) \
@@ -251,6 +334,7 @@ async fn revoke_family_in(
     family: &str,
     now: i64,
 ) -> Result<u64, StoreError> {
+    lock(tx, vec![(lock_key("f", family), Hold::Exclusive)]).await?;
     let done =
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL")
             .bind(now)
@@ -349,6 +433,7 @@ impl Store for PgStore {
 
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock(&mut tx, vec![(lock_key("c", id), Hold::Exclusive)]).await?;
         sqlx::query(
             "UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
         )
@@ -365,15 +450,22 @@ impl Store for PgStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError> {
+    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT generation FROM connections WHERE key = $1")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => r.try_get("generation")?,
-            None => 0,
-        })
+        Ok(row.map(|r| r.try_get("generation")).transpose()?)
+    }
+
+    async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
@@ -394,13 +486,18 @@ impl Store for PgStore {
         extra: &serde_json::Map<String, serde_json::Value>,
         family: &str,
     ) -> Result<(), StoreError> {
+        // Logged like a revocation, so other instances drop the old grant from their
+        // caches at once.
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE tokens SET scope = $1, extra = $2, family = $3 WHERE hash = $4")
             .bind(scope)
             .bind(serde_json::Value::Object(extra.clone()).to_string())
             .bind(family)
             .bind(&hash.0[..])
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        log_revocation(&mut tx, &Revocation::Token(*hash), 0).await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -439,7 +536,7 @@ impl Store for PgStore {
     ) -> Result<Option<TokenRecord>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 FOR UPDATE"
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
         ))
         .bind(&hash.0[..])
         .fetch_optional(&mut *tx)
@@ -447,7 +544,8 @@ impl Store for PgStore {
         let Some(record) = row.as_ref().map(rows::token).transpose()? else {
             return Ok(None);
         };
-        // A refresh token stands for its whole grant (RFC 7009 §2.1).
+        // A refresh token stands for its whole grant (RFC 7009 §2.1). No row lock is
+        // taken before the family lock, which rotations take first too.
         match record.kind {
             TokenKind::Refresh => {
                 revoke_family_in(&mut tx, &record.family, now).await?;
@@ -481,9 +579,23 @@ impl Store for PgStore {
         keep_old: bool,
         now: i64,
     ) -> Result<Rotation, StoreError> {
-        // FOR UPDATE: concurrent exchanges of one refresh token, on any instance, queue
-        // on its row; the second reads it after the first committed and sees it used.
+        // The grant's locks first (the family exclusively: its rotations and revocations
+        // take turns), then the row FOR UPDATE: concurrent exchanges of one refresh token,
+        // on any instance, queue; the second reads it after the first committed and sees
+        // it used.
         let mut tx = self.pool.begin().await?;
+        let grant = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh'"
+        ))
+        .bind(&old.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(grant) = grant.as_ref().map(rows::token).transpose()? else {
+            return Ok(Rotation::Invalid);
+        };
+        let mut keys = token_keys(std::slice::from_ref(&grant), Hold::Shared, Hold::Exclusive);
+        keys.extend(token_keys(new, Hold::Shared, Hold::Shared));
+        lock(&mut tx, keys).await?;
         let row = sqlx::query(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh' FOR UPDATE"
         ))
@@ -560,6 +672,7 @@ impl Store for PgStore {
 
     async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
+        lock(&mut tx, vec![(lock_key("s", name), Hold::Exclusive)]).await?;
         sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL")
             .bind(now)
             .bind(name)

@@ -46,7 +46,8 @@ impl ScratchDb {
         };
         drop_abandoned(&mut conn).await;
         let name = format!(
-            "{PREFIX}{}_{}",
+            "{PREFIX}{}_{}_{}",
+            host_tag(),
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
@@ -95,6 +96,15 @@ impl Drop for ScratchDb {
     }
 }
 
+/// Eight hex digits naming this machine (its hostname), so runs on other machines
+/// sharing the server are left alone.
+fn host_tag() -> String {
+    use sha2::Digest;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let digest = sha2::Sha256::digest(host.trim().as_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Drops scratch databases whose test process is gone (killed before its drops ran).
 async fn drop_abandoned(conn: &mut PgConnection) {
     let Ok(rows) = sqlx::query("SELECT datname FROM pg_database WHERE datname LIKE $1")
@@ -108,7 +118,12 @@ async fn drop_abandoned(conn: &mut PgConnection) {
         let Ok(name) = row.try_get::<String, _>("datname") else {
             continue;
         };
-        let pid = name[PREFIX.len()..].split('_').next().unwrap_or("");
+        // Only this machine's: another host's processes are not in our /proc.
+        let mut parts = name[PREFIX.len()..].split('_');
+        if parts.next() != Some(host_tag().as_str()) {
+            continue;
+        }
+        let pid = parts.next().unwrap_or("");
         let alive = pid.parse::<u32>().is_ok_and(|pid| {
             pid == std::process::id() || std::path::Path::new(&format!("/proc/{pid}")).exists()
         });

@@ -194,15 +194,22 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn connection_generation(&self, key: &str) -> Result<i64, StoreError> {
+    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query("SELECT generation FROM connections WHERE key = ?")
             .bind(key)
             .fetch_optional(&self.pool)
             .await?;
-        Ok(match row {
-            Some(r) => r.try_get("generation")?,
-            None => 0,
-        })
+        Ok(row.map(|r| r.try_get("generation")).transpose()?)
+    }
+
+    async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES (?, 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
@@ -223,13 +230,17 @@ impl Store for SqliteStore {
         extra: &serde_json::Map<String, serde_json::Value>,
         family: &str,
     ) -> Result<(), StoreError> {
+        // Logged like a revocation, so other processes drop the old grant at once.
+        let mut tx = self.pool.begin().await?;
         sqlx::query("UPDATE tokens SET scope = ?, extra = ?, family = ? WHERE hash = ?")
             .bind(scope)
             .bind(serde_json::Value::Object(extra.clone()).to_string())
             .bind(family)
             .bind(&hash.0[..])
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        log_revocation(&mut tx, &Revocation::Token(*hash), 0).await?;
+        tx.commit().await?;
         Ok(())
     }
 

@@ -27,6 +27,9 @@ impl Relay {
             let connections = connections.clone();
             async move {
                 while let Ok((mut inbound, _)) = listener.accept().await {
+                    // Checked and registered under the lock `cut` takes, so no connection
+                    // slips through a cut.
+                    let mut all = connections.lock().unwrap();
                     if !up.load(Ordering::SeqCst) {
                         drop(inbound); // refused: closed at once
                         continue;
@@ -37,7 +40,6 @@ impl Relay {
                                 tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         }
                     });
-                    let mut all = connections.lock().unwrap();
                     all.retain(|t| !t.is_finished());
                     all.push(task);
                 }
@@ -53,8 +55,9 @@ impl Relay {
 
     /// Closes every relayed connection and refuses new ones.
     pub fn cut(&self) {
+        let mut all = self.connections.lock().unwrap();
         self.up.store(false, Ordering::SeqCst);
-        for task in self.connections.lock().unwrap().drain(..) {
+        for task in all.drain(..) {
             task.abort();
         }
     }
