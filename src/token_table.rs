@@ -356,8 +356,9 @@ mod tests {
             s: &str,
             e: &serde_json::Map<String, serde_json::Value>,
             f: &str,
+            now: i64,
         ) -> Result<(), StoreError> {
-            self.inner.regrant_token(h, s, e, f).await
+            self.inner.regrant_token(h, s, e, f, now).await
         }
         async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
             self.inner.clients_with_tokens().await

@@ -50,7 +50,13 @@ impl OAuth {
             match self.store.get_token(&hash).await? {
                 Some(t) if t.kind == TokenKind::Access && t.is_active(now) => {
                     self.store
-                        .regrant_token(&hash, &scope.to_string(), &record.extra, &record.family)
+                        .regrant_token(
+                            &hash,
+                            &scope.to_string(),
+                            &record.extra,
+                            &record.family,
+                            now,
+                        )
                         .await?;
                     // The new grant applies from the next request.
                     self.tokens.evict(&hash).await;

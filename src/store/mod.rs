@@ -217,6 +217,7 @@ pub trait Store: Send + Sync + 'static {
         scope: &str,
         extra: &serde_json::Map<String, serde_json::Value>,
         family: &str,
+        now: i64,
     ) -> Result<(), StoreError>;
 
     /// Client ids that hold unrevoked tokens.

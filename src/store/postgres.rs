@@ -485,6 +485,7 @@ impl Store for PgStore {
         scope: &str,
         extra: &serde_json::Map<String, serde_json::Value>,
         family: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
         // Logged like a revocation, so other instances drop the old grant from their
         // caches at once.
@@ -496,7 +497,7 @@ impl Store for PgStore {
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
-        log_revocation(&mut tx, &Revocation::Token(*hash), 0).await?;
+        log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -229,6 +229,7 @@ impl Store for SqliteStore {
         scope: &str,
         extra: &serde_json::Map<String, serde_json::Value>,
         family: &str,
+        now: i64,
     ) -> Result<(), StoreError> {
         // Logged like a revocation, so other processes drop the old grant at once.
         let mut tx = self.pool.begin().await?;
@@ -239,7 +240,7 @@ impl Store for SqliteStore {
             .bind(&hash.0[..])
             .execute(&mut *tx)
             .await?;
-        log_revocation(&mut tx, &Revocation::Token(*hash), 0).await?;
+        log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
         tx.commit().await?;
         Ok(())
     }
