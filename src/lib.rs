@@ -48,3 +48,4 @@ pub mod store;
 pub mod tls;
 pub mod token;
 pub mod token_table;
+pub mod workers;

@@ -9,6 +9,11 @@ use clap::{Parser, Subcommand};
 use authgate::config::{self, Config};
 use authgate::{certs, logging, server};
 
+/// mimalloc: per-thread free lists suit a proxy's many small, short-lived allocations
+/// (header maps, buffers); glibc malloc cost ≈ 5 % of CPU on the load benchmark.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Exit status when authgate cannot start (bad config, certificates, ports).
 const EXIT_CANNOT_START: u8 = 2;
 
@@ -406,7 +411,7 @@ fn check_config(path: &std::path::Path) -> ExitCode {
             return fail(&e.to_string());
         }
     }
-    if let Err(e) = authgate::gateway::forward::Upstreams::new(&cfg.upstream) {
+    if let Err(e) = authgate::gateway::forward::Upstreams::new(&cfg.upstream, 1) {
         return fail(&e.to_string());
     }
     println!("{}: ok", cfg.file);
@@ -437,7 +442,8 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
-    logging::init(&cfg.log);
+    // Flushes buffered log lines when `serve` returns.
+    let _log_writer = logging::init(&cfg.log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

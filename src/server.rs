@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, HttpMode, TlsConfig};
 use crate::gateway::{ConnInfo, Gateway, Listener};
+use crate::workers::Workers;
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,8 @@ pub enum ServerError {
     Upstream(#[from] crate::gateway::forward::UpstreamSetupError),
     #[error("store.url: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error("server.workers: cannot start the worker threads: {0}")]
+    Workers(io::Error),
     #[error("{key}: cannot listen on {addr}: {source}")]
     Bind {
         key: &'static str,
@@ -56,6 +59,7 @@ pub struct Server {
     log_start: i64,
     https: Option<(TcpListener, TlsAcceptor, Duration)>,
     http: Option<(TcpListener, HttpMode)>,
+    workers: Workers,
 }
 
 impl Server {
@@ -111,6 +115,7 @@ impl Server {
             .as_ref()
             .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
             .map(|a| a.port());
+        let workers = Workers::start(config.server.workers).map_err(ServerError::Workers)?;
         let gateway = Arc::new(Gateway::new(
             Arc::new(config),
             https_port,
@@ -123,6 +128,7 @@ impl Server {
             log_start,
             https,
             http,
+            workers,
         })
     }
 
@@ -166,12 +172,14 @@ impl Server {
             log_listening("HTTP", &listener, Some(mode));
             (listener, mode)
         });
+        let workers = Arc::new(self.workers);
         let acceptor = tokio::spawn(accept_loop(
             https,
             http,
             self.gateway.clone(),
             builder,
             permits.clone(),
+            workers.clone(),
             stop_rx,
         ));
 
@@ -194,6 +202,8 @@ impl Server {
                 "shutdown grace elapsed; closing remaining connections"
             ),
         };
+        // The last reference: stopping the workers closes what is still open.
+        drop(workers);
     }
 }
 
@@ -304,13 +314,15 @@ async fn accept_on(listener: Option<&TcpListener>) -> io::Result<(TcpStream, Soc
 
 /// One loop for both listeners, so that they share the connection limit fairly: a
 /// permit is taken first, then whichever listener has a client gets it. (A loop per
-/// listener would let an idle listener sit on the last permit.)
+/// listener would let an idle listener sit on the last permit.) Each accepted
+/// connection is handed to the next worker thread, which serves it to the end.
 async fn accept_loop(
     https: Option<(TcpListener, TlsAcceptor, Duration)>,
     http: Option<(TcpListener, HttpMode)>,
     gateway: Arc<Gateway>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
+    workers: Arc<Workers>,
     mut stop: watch::Receiver<bool>,
 ) {
     let idle_timeout = gateway.config().server.idle_timeout;
@@ -342,16 +354,33 @@ async fn accept_loop(
             }
         };
         let _ = tcp.set_nodelay(true);
-        let info = ConnInfo {
-            peer,
-            listener: kind,
-            trusted_peer: gateway.is_trusted(peer.ip()),
-            slot: Arc::new(permit),
+        // Out of this runtime's reactor, into the worker's.
+        let tcp = match tcp.into_std() {
+            Ok(tcp) => tcp,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "cannot hand the connection to a worker");
+                continue;
+            }
         };
+        let trusted_peer = gateway.is_trusted(peer.ip());
         let gateway = gateway.clone();
         let builder = builder.clone();
         let stop = stop.clone();
-        tokio::spawn(async move {
+        workers.spawn(move |worker| async move {
+            let tcp = match TcpStream::from_std(tcp) {
+                Ok(tcp) => tcp,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "worker cannot take the connection");
+                    return;
+                }
+            };
+            let info = ConnInfo {
+                peer,
+                listener: kind,
+                trusted_peer,
+                slot: Arc::new(permit),
+                worker,
+            };
             let activity = Arc::new(Activity::new());
             let io = Tracked {
                 inner: tcp,

@@ -298,6 +298,12 @@ impl TokenTable {
         self.cache.entry_count()
     }
 
+    /// Applies the cache's pending maintenance (inserts, evictions) now, which moka
+    /// otherwise does in the background: then [`TokenTable::len`] is exact.
+    pub async fn run_pending_tasks(&self) {
+        self.cache.run_pending_tasks().await;
+    }
+
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
         self.len() == 0

@@ -98,6 +98,8 @@ pub struct ServerConfig {
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub max_connections: usize,
+    /// Connection worker threads (each a single-threaded runtime).
+    pub workers: usize,
     pub header_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
@@ -301,6 +303,10 @@ impl Config {
         if max_connections == 0 {
             return Err(v.err("server.max_connections", "must be at least 1"));
         }
+        let workers = s.workers.unwrap_or_else(crate::workers::default_count);
+        if !(1..=1024).contains(&workers) {
+            return Err(v.err("server.workers", "must be between 1 and 1024"));
+        }
         let max_header_bytes = s.max_header_bytes.unwrap_or(32 * 1024);
         if !(1024..=1024 * 1024).contains(&max_header_bytes) {
             return Err(v.err(
@@ -319,6 +325,7 @@ impl Config {
             redirect_https_port: s.redirect_https_port,
             trusted_proxies,
             max_connections,
+            workers,
             header_read_timeout: v.duration(
                 "server.header_read_timeout",
                 s.header_read_timeout.as_deref(),

@@ -133,6 +133,7 @@ pub struct RawServer {
     pub redirect_https_port: Option<u16>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<usize>,
+    pub workers: Option<usize>,
     pub header_read_timeout: Option<String>,
     pub idle_timeout: Option<String>,
     pub max_header_bytes: Option<usize>,

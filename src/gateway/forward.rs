@@ -18,6 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::headers::{self, ClientView};
 use super::upgrade;
+use super::ConnInfo;
 use crate::body::{self, Body, Deferred, Limited};
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::error::GatewayError;
@@ -34,18 +35,26 @@ pub enum UpstreamSetupError {
     Tls(#[from] rustls::Error),
 }
 
-/// The pooled clients used to reach upstreams.
+/// The pooled clients used to reach upstreams: one set per connection worker, so that a
+/// request and the upstream connection it uses run on the same thread
+/// ([`crate::workers`]).
 pub struct Upstreams {
+    clients: Vec<Clients>,
+    retry_after_failure_ms: u64,
+}
+
+/// One worker's clients.
+struct Clients {
     /// HTTP/1.1 to `http://`, ALPN-negotiated (h2 or http/1.1) to `https://`.
     default: HttpClient,
     /// HTTP/2 only: prior knowledge (h2c) to `http://`, ALPN h2 to `https://`.
     http2: HttpClient,
-    retry_after_failure_ms: u64,
 }
 
 impl Upstreams {
-    /// Builds the clients: system roots plus `ca_file` for `https://` upstreams.
-    pub fn new(cfg: &UpstreamConfig) -> Result<Upstreams, UpstreamSetupError> {
+    /// Builds the clients of `workers` workers: system roots plus `ca_file` for
+    /// `https://` upstreams.
+    pub fn new(cfg: &UpstreamConfig, workers: usize) -> Result<Upstreams, UpstreamSetupError> {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
@@ -94,22 +103,28 @@ impl Upstreams {
                 .build(connector(h2_only))
         };
         Ok(Upstreams {
-            default: client(false),
-            http2: client(true),
+            clients: (0..workers.max(1))
+                .map(|_| Clients {
+                    default: client(false),
+                    http2: client(true),
+                })
+                .collect(),
             retry_after_failure_ms: cfg.retry_after_failure.as_millis() as u64,
         })
     }
 
-    /// Forwards `req` along `route`; returns the upstream's response and which upstream
-    /// answered (for the log line).
+    /// Forwards `req` along `route` with the pool of `worker`; returns the upstream's
+    /// response and which upstream answered (for the log line).
     pub async fn forward(
         &self,
         route: &Route,
         mut req: Request<Incoming>,
         client: &ClientView<'_>,
-        conn_slot: &Arc<tokio::sync::OwnedSemaphorePermit>,
+        conn: &ConnInfo,
         upstream_used: &mut Option<usize>,
     ) -> Result<Response<Body>, GatewayError> {
+        let conn_slot = &conn.slot;
+        let clients = &self.clients[conn.worker % self.clients.len()];
         let cfg = &route.config;
         let limit = cfg.max_body_bytes;
         if let Some(len) = content_length(req.headers()) {
@@ -136,9 +151,9 @@ impl Upstreams {
         let tripped = Arc::new(AtomicBool::new(false));
         let mut body: Body = Limited::new(incoming, limit, tripped.clone()).boxed_unsync();
         let (http, version) = if cfg.upstream_http2 {
-            (&self.http2, Version::HTTP_2)
+            (&clients.http2, Version::HTTP_2)
         } else {
-            (&self.default, Version::HTTP_11)
+            (&clients.default, Version::HTTP_11)
         };
 
         let mut last_err = None;

@@ -53,6 +53,8 @@ pub struct ConnInfo {
     /// This connection's slot under `server.max_connections`. An upgraded connection
     /// (WebSocket) keeps a clone, so it counts until the tunnel closes.
     pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    /// The worker thread serving the connection ([`crate::workers`]).
+    pub worker: usize,
 }
 
 /// Shared state of the request pipeline.
@@ -114,7 +116,7 @@ impl Gateway {
         oauth: OAuth,
         tokens: Arc<TokenTable>,
     ) -> Result<Gateway, forward::UpstreamSetupError> {
-        let upstreams = forward::Upstreams::new(&config.upstream)?;
+        let upstreams = forward::Upstreams::new(&config.upstream, config.server.workers)?;
         let redirect_port = config.server.redirect_https_port.or(https_port);
         Ok(Gateway {
             router: Router::new(&config.routes),
@@ -306,7 +308,7 @@ impl Gateway {
             strip_query_token(&mut req);
         }
         self.upstreams
-            .forward(route, req, &client, &conn.slot, &mut ctx.upstream)
+            .forward(route, req, &client, conn, &mut ctx.upstream)
             .await
     }
 

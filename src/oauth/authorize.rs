@@ -333,7 +333,7 @@ impl OAuth {
         let phc = user
             .as_ref()
             .map(|u| u.password_hash.clone())
-            .unwrap_or_else(|| self.dummy_hash.clone());
+            .unwrap_or_else(|| super::password::DUMMY_HASH.to_owned());
         // argon2 takes ~19 MiB per check: bound how many run at once.
         let verified = match self.hashing.acquire().await {
             Ok(_permit) => {

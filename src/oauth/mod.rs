@@ -74,8 +74,6 @@ pub struct OAuth {
     tokens: Arc<crate::token_table::TokenTable>,
     users: Vec<crate::config::UserConfig>,
     pages: pages::Pages,
-    /// Verified against when the user name is unknown, so timing reveals nothing.
-    dummy_hash: String,
     logins: limiter::LoginLimiter,
     /// Account-grant attempts, counted like logins (by account id and address).
     account_attempts: limiter::LoginLimiter,
@@ -101,7 +99,6 @@ impl OAuth {
             tokens,
             users: config.users.clone(),
             pages: pages::Pages::new(),
-            dummy_hash: password::hash("authgate-dummy-password").unwrap_or_default(),
             logins: limiter::LoginLimiter::new(
                 config.oauth.login_attempts_per_user,
                 config.oauth.login_attempts_per_ip,
