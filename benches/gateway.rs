@@ -18,6 +18,7 @@ use authgate::router::Router;
 fn routes(n: usize) -> Vec<RouteConfig> {
     (0..n)
         .map(|i| RouteConfig {
+            name: format!("svc{i}"),
             path: format!("/svc{i}/v1"),
             host: (i % 3 == 0).then(|| format!("h{i}.example")),
             upstreams: vec![UpstreamTarget {
@@ -35,6 +36,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             token_headers: None,
             allow_query_token: false,
             pass_token: false,
+            rate_limit: None,
         })
         .collect()
 }

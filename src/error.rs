@@ -57,6 +57,27 @@ pub enum GatewayError {
     /// A token had to be read from the store and the store is unreachable.
     #[error("store unavailable: {0}")]
     StoreUnavailable(String),
+    /// Over a rate limit; `limit` names it (for logs and metrics).
+    #[error("rate limited ({limit})")]
+    RateLimited {
+        limit: &'static str,
+        wait: crate::ratelimit::Limited,
+    },
+    /// Refused without a token question (metrics to an address not allowed; a
+    /// forward-auth request no route covers).
+    #[error("forbidden: {0}")]
+    Forbidden(&'static str),
+    /// The forward-auth request did not say which request to decide on.
+    #[error("forward-auth request without the original method and URI headers")]
+    NoOriginalUri,
+}
+
+/// The `error` code of 429 answers.
+pub const TOO_MANY_REQUESTS: &str = "too_many_requests";
+
+/// The `error_description` of 429 answers.
+pub fn rate_limited_text(l: &crate::ratelimit::Limited) -> String {
+    format!("rate limit exceeded; retry in {} s", l.retry_after_secs())
 }
 
 impl GatewayError {
@@ -76,6 +97,9 @@ impl GatewayError {
             GatewayError::BadToken(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::NoOriginalUri => StatusCode::BAD_REQUEST,
+            GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
         }
     }
 
@@ -87,6 +111,7 @@ impl GatewayError {
             GatewayError::InsufficientScope { .. } => Some("insufficient_scope"),
             GatewayError::BadToken(_) => Some("bad_token_request"),
             GatewayError::StoreUnavailable(_) => Some("store_unavailable"),
+            GatewayError::RateLimited { .. } => Some("rate_limited"),
             _ => None,
         }
     }
@@ -118,6 +143,9 @@ impl GatewayError {
             GatewayError::BadToken(_) => "invalid_request",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::StoreUnavailable(_) => "temporarily_unavailable",
+            GatewayError::RateLimited { .. } => TOO_MANY_REQUESTS,
+            GatewayError::NoOriginalUri => "invalid_request",
+            GatewayError::Forbidden(_) => "access_denied",
         }
     }
 
@@ -152,6 +180,11 @@ impl GatewayError {
             GatewayError::StoreUnavailable(_) => {
                 "the token could not be checked; retry later".into()
             }
+            GatewayError::RateLimited { wait, .. } => rate_limited_text(wait),
+            GatewayError::NoOriginalUri => {
+                "send the original request's method and URI (X-Forwarded-Method and X-Forwarded-Uri, or X-Original-Method and X-Original-URI, as forward_auth.headers says)".into()
+            }
+            GatewayError::Forbidden(why) => (*why).to_owned(),
         }
     }
 
@@ -180,13 +213,23 @@ impl GatewayError {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
+        if let GatewayError::RateLimited { wait, .. } = &self {
+            resp.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                HeaderValue::from(wait.retry_after_secs()),
+            );
+        }
         resp
     }
 }
 
-/// A JSON error response `{"error": code, "error_description": description}`.
+/// A JSON error response `{"error": code, "error_description": description}`, plus
+/// `"request_id"` when answering a request ([`crate::request_id`]).
 pub fn json_error(status: StatusCode, code: &str, description: &str) -> Response<Body> {
-    let body = serde_json::json!({ "error": code, "error_description": description });
+    let mut body = serde_json::json!({ "error": code, "error_description": description });
+    if let Some(id) = crate::request_id::current() {
+        body["request_id"] = id.into();
+    }
     let mut resp = Response::new(body::full(body.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();

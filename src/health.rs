@@ -68,6 +68,29 @@ pub async fn serve(
     Some(resp)
 }
 
+/// GETs `url` (plain HTTP) and succeeds if it answers 200 within `timeout`: the
+/// `authgate healthcheck` command.
+pub async fn probe(url: &str, timeout: std::time::Duration) -> Result<(), String> {
+    use http_body_util::Empty;
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    let uri: http::Uri = url.parse().map_err(|e| format!("not a URL: {e}"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err("only http:// URLs can be probed".into());
+    }
+    let client = Client::builder(TokioExecutor::new()).build_http::<Empty<bytes::Bytes>>();
+    match tokio::time::timeout(timeout, client.get(uri)).await {
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(resp)) if resp.status() == StatusCode::OK => Ok(()),
+        Ok(Ok(resp)) => Err(format!("answered {}", resp.status())),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,9 +26,11 @@
 //! | [`token`]         | token format: kind prefix, 256 random bits, keyed checksum, hash    |
 //! | [`token_table`]   | cached token table: checksum → cache (moka) → store, revocation evicts |
 //! | [`secret`]        | secret types that never print and zero their memory                 |
-//!
-//! Phases that are not built yet (authenticate, authorize) will slot into
-//! [`gateway::Gateway::handle`] between routing and forwarding.
+//! | [`workers`]       | thread-per-core connection workers                                   |
+//! | [`request_id`]    | `X-Request-Id`: accepted or generated, in logs and error bodies      |
+//! | [`metrics`]       | Prometheus metrics (`/metrics`, optionally on its own listener)      |
+//! | [`ratelimit`]     | 429 rate limits per address, client id and route (governor)          |
+//! | [`reload`]        | hot reload on SIGHUP and file change; certificate rotation           |
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -39,7 +41,11 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod logging;
+pub mod metrics;
 pub mod oauth;
+pub mod ratelimit;
+pub mod reload;
+pub mod request_id;
 pub mod router;
 pub mod scope;
 pub mod secret;

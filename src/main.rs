@@ -37,6 +37,17 @@ enum Command {
     Serve,
     /// Validate the configuration and certificates, print a summary, and exit.
     CheckConfig,
+    /// Probe `/healthz` (for container HEALTHCHECKs): exit 0 if it answers 200 within
+    /// the timeout, 1 otherwise.
+    Healthcheck {
+        /// The URL to probe; by default `/healthz` on `metrics.listen`, else on
+        /// `server.http` (plain HTTP only).
+        #[arg(long)]
+        url: Option<String>,
+        /// How long to wait for the answer.
+        #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Development certificates.
     Certs {
         #[command(subcommand)]
@@ -163,6 +174,7 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
+        Command::Healthcheck { url, timeout } => healthcheck(&cli.config, url, timeout),
         Command::Certs {
             action:
                 CertsAction::Generate {
@@ -424,6 +436,19 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         s.http_mode
     );
     println!("  store: {}", authgate::store::redact_url(&cfg.store.url));
+    let m = &cfg.metrics;
+    println!(
+        "  metrics: {}   reload: {}   forward-auth: {}",
+        match (m.enabled, m.listen) {
+            (false, _) => "off".to_string(),
+            (true, Some(a)) => format!("{a}{}", m.path),
+            (true, None) => format!("{} on the main listeners", m.path),
+        },
+        cfg.reload.watch.map_or("SIGHUP only".to_string(), |d| {
+            format!("SIGHUP, files every {}", humantime::format_duration(d))
+        }),
+        cfg.forward_auth.path.as_deref().unwrap_or("off"),
+    );
     for r in &cfg.routes {
         let ups: Vec<String> = r.upstreams.iter().map(|u| u.to_string()).collect();
         println!(
@@ -459,9 +484,81 @@ fn serve(path: &std::path::Path) -> ExitCode {
                 return fail(&e.to_string());
             }
         };
+        reload_on_sighup(server.reloader());
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Reloads the configuration on every SIGHUP.
+fn reload_on_sighup(reloader: std::sync::Arc<authgate::reload::Reloader>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hup) => {
+                tokio::spawn(async move {
+                    while hup.recv().await.is_some() {
+                        // The outcome is logged by the reloader.
+                        let _ = reloader.reload("SIGHUP").await;
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by file change only")
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = reloader;
+}
+
+/// `authgate healthcheck`.
+fn healthcheck(
+    path: &std::path::Path,
+    url: Option<String>,
+    timeout: std::time::Duration,
+) -> ExitCode {
+    let url = match url {
+        Some(u) => u,
+        None => {
+            let cfg = match Config::load(path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("authgate healthcheck: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(mut addr) = cfg.metrics.listen.or(cfg.server.http) else {
+                eprintln!("authgate healthcheck: set metrics.listen or server.http, or pass --url");
+                return ExitCode::FAILURE;
+            };
+            if addr.ip().is_unspecified() {
+                addr.set_ip(match addr {
+                    std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                });
+            }
+            format!("http://{addr}{}", authgate::health::HEALTHZ)
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("authgate healthcheck: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(authgate::health::probe(&url, timeout)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(why) => {
+            eprintln!("authgate healthcheck: {url}: {why}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -187,6 +187,7 @@ mod tests {
 
     fn route(path: &str, host: Option<&str>, n: usize) -> RouteConfig {
         RouteConfig {
+            name: path.into(),
             path: path.into(),
             host: host.map(Into::into),
             upstreams: (0..n)
@@ -206,6 +207,7 @@ mod tests {
             token_headers: None,
             allow_query_token: false,
             pass_token: false,
+            rate_limit: None,
         }
     }
 

@@ -54,6 +54,11 @@ pub enum ServerError {
 /// A bound, not yet serving, authgate.
 pub struct Server {
     gateway: Arc<Gateway>,
+    /// The configuration at startup: listeners, limits and timeouts read once.
+    config: Arc<Config>,
+    reloader: Arc<crate::reload::Reloader>,
+    /// The separate metrics and health listener (`metrics.listen`).
+    ops: Option<TcpListener>,
     tokens: Arc<crate::token_table::TokenTable>,
     /// Where the revocation log stood before anything was cached.
     log_start: i64,
@@ -87,6 +92,8 @@ impl Server {
         clock: crate::oauth::Clock,
         store: std::sync::Arc<dyn crate::store::Store>,
     ) -> Result<Server, ServerError> {
+        let metrics = crate::metrics::Metrics::default();
+        let store = crate::store::instrumented::Instrumented::wrap(store, metrics.store.clone());
         let codec = crate::token::Codec::new(store.token_key().await?);
         revoke_orphaned_tokens(&config, &store, &clock).await?;
         // Read before any token is cached, so every later revocation is followed.
@@ -97,15 +104,33 @@ impl Server {
             clock.clone(),
             &config.store,
         ));
-        let oauth = crate::oauth::OAuth::new(&config, store, codec, clock, tokens.clone());
+        let metrics = crate::metrics::Metrics {
+            cache: tokens.metrics().clone(),
+            ..metrics
+        };
+        let oauth = crate::oauth::OAuth::new(
+            &config,
+            store.clone(),
+            codec,
+            clock.clone(),
+            tokens.clone(),
+            metrics.oauth.clone(),
+        );
+        let mut certs = None;
         let https = match (&config.tls, config.server.https) {
             (Some(tls), Some(addr)) => {
                 ensure_dev_cert(tls)?;
-                let acceptor = TlsAcceptor::from(crate::tls::server_config(tls)?);
+                let (tls_config, handle) = crate::tls::reloadable_server_config(tls)?;
+                certs = Some(handle);
+                let acceptor = TlsAcceptor::from(tls_config);
                 let listener = bind("server.https", addr).await?;
                 Some((listener, acceptor, tls.handshake_timeout))
             }
             _ => None,
+        };
+        let ops = match config.metrics.listen {
+            Some(addr) => Some(bind("metrics.listen", addr).await?),
+            None => None,
         };
         let http = match config.server.http {
             Some(addr) => Some((bind("server.http", addr).await?, config.server.http_mode)),
@@ -116,14 +141,28 @@ impl Server {
             .and_then(|(l, _, _): &(TcpListener, _, _)| l.local_addr().ok())
             .map(|a| a.port());
         let workers = Workers::start(config.server.workers).map_err(ServerError::Workers)?;
+        let config = Arc::new(config);
+        let reload_metrics = metrics.reload.clone();
         let gateway = Arc::new(Gateway::new(
-            Arc::new(config),
+            config.clone(),
             https_port,
             oauth,
             tokens.clone(),
+            metrics,
         )?);
+        let reloader = Arc::new(crate::reload::Reloader::new(
+            config.clone(),
+            gateway.clone(),
+            certs,
+            store,
+            clock,
+            reload_metrics,
+        ));
         Ok(Server {
             gateway,
+            config,
+            reloader,
+            ops,
             tokens,
             log_start,
             https,
@@ -144,10 +183,20 @@ impl Server {
         self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
+    /// The bound metrics and health address (`metrics.listen`).
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.ops.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
+    /// What reloads the configuration (SIGHUP, tests).
+    pub fn reloader(&self) -> Arc<crate::reload::Reloader> {
+        self.reloader.clone()
+    }
+
     /// Serves until `shutdown` completes, then drains.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
-        let cfg = self.gateway.config().server.clone();
-        let store_cfg = &self.gateway.config().store;
+        let cfg = self.config.server.clone();
+        let store_cfg = &self.config.store;
         let watcher = self
             .tokens
             .clone()
@@ -159,10 +208,26 @@ impl Server {
                 store_cfg.log_retention(),
             )
         });
+        let watch_files = self
+            .config
+            .reload
+            .watch
+            .map(|every| tokio::spawn(self.reloader.clone().watch(every)));
+        let gateway = self.gateway.clone();
+        let purge = tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                every.tick().await;
+                gateway.purge_rate_limits();
+            }
+        });
+        let ops = self.ops.map(|listener| {
+            log_listening("metrics", &listener, None);
+            tokio::spawn(ops_loop(listener, self.gateway.clone()))
+        });
         let max = cfg.max_connections;
         let permits = Arc::new(Semaphore::new(max));
         let (stop_tx, stop_rx) = watch::channel(false);
-        let builder = Arc::new(http_builder(self.gateway.config()));
 
         let https = self.https.map(|(listener, acceptor, hs_timeout)| {
             log_listening("HTTPS", &listener, None);
@@ -177,10 +242,10 @@ impl Server {
             https,
             http,
             self.gateway.clone(),
-            builder,
             permits.clone(),
             workers.clone(),
             stop_rx,
+            self.config.clone(),
         ));
 
         shutdown.await;
@@ -189,8 +254,9 @@ impl Server {
         let _ = stop_tx.send(true);
         let _ = acceptor.await;
         watcher.abort();
-        if let Some(sweeper) = sweeper {
-            sweeper.abort();
+        purge.abort();
+        for task in [sweeper, watch_files].into_iter().flatten() {
+            task.abort();
         }
         // Every open connection holds a permit: all permits back means all drained.
         let all = u32::try_from(max).unwrap_or(u32::MAX);
@@ -202,6 +268,9 @@ impl Server {
                 "shutdown grace elapsed; closing remaining connections"
             ),
         };
+        if let Some(ops) = ops {
+            ops.abort();
+        }
         // The last reference: stopping the workers closes what is still open.
         drop(workers);
     }
@@ -209,12 +278,12 @@ impl Server {
 
 /// Revokes the tokens of clients (and accounts) that exist neither in the file nor in
 /// the store: removing a `[[client]]` from the file must end its access, as
-/// `authgate client remove` does.
-async fn revoke_orphaned_tokens(
+/// `authgate client remove` does. Runs at startup and on every reload.
+pub(crate) async fn revoke_orphaned_tokens(
     config: &Config,
     store: &Arc<dyn crate::store::Store>,
     clock: &crate::oauth::Clock,
-) -> Result<(), ServerError> {
+) -> Result<(), crate::store::StoreError> {
     for id in store.clients_with_tokens().await? {
         let known = match id.strip_prefix("account:") {
             Some(account) => config.accounts.iter().any(|a| a.id == account),
@@ -320,12 +389,13 @@ async fn accept_loop(
     https: Option<(TcpListener, TlsAcceptor, Duration)>,
     http: Option<(TcpListener, HttpMode)>,
     gateway: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
     permits: Arc<Semaphore>,
     workers: Arc<Workers>,
     mut stop: watch::Receiver<bool>,
+    config: Arc<Config>,
 ) {
-    let idle_timeout = gateway.config().server.idle_timeout;
+    let idle_timeout = config.server.idle_timeout;
+    let builder = Arc::new(http_builder(&config));
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the
         // kernel's backlog instead of being accepted and starved.
@@ -366,7 +436,9 @@ async fn accept_loop(
         let gateway = gateway.clone();
         let builder = builder.clone();
         let stop = stop.clone();
+        let open = OpenConnection::new(gateway.metrics());
         workers.spawn(move |worker| async move {
+            let _open = open;
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {
@@ -394,8 +466,14 @@ async fn accept_loop(
                             serve_conn(stream, info, gateway, builder, stop, activity, idle_timeout)
                                 .await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => {
+                            gateway.metrics().tls_handshake_failures.inc();
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed")
+                        }
+                        Err(_) => {
+                            gateway.metrics().tls_handshake_failures.inc();
+                            tracing::debug!(%peer, "TLS handshake timed out")
+                        }
                     }
                 }
             }
@@ -457,6 +535,61 @@ async fn serve_conn<I>(
                 }
             }
         }
+    }
+}
+
+/// Counts a connection in `authgate_open_connections` while it lives.
+struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
+
+impl OpenConnection {
+    fn new(metrics: &crate::metrics::GatewayMetrics) -> OpenConnection {
+        metrics.open_connections.inc();
+        OpenConnection(metrics.open_connections.clone())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+/// Serves the metrics listener: plain HTTP/1.1, one small request at a time per
+/// connection, on the main runtime (scrapes and probes are rare).
+async fn ops_loop(listener: TcpListener, gateway: Arc<Gateway>) {
+    // A bound on connections, so the listener cannot use up descriptors the main
+    // listeners need.
+    let slots = Arc::new(Semaphore::new(64));
+    loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let (tcp, peer) = match listener.accept().await {
+            Ok(pair) => pair,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = service_fn(move |req| {
+                let gateway = gateway.clone();
+                async move { Ok::<_, Infallible>(gateway.handle_ops(req).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(tcp), svc);
+            // A scraper that stalls is cut off after a minute.
+            match tokio::time::timeout(Duration::from_secs(60), conn).await {
+                Ok(Err(e)) => tracing::debug!(%peer, error = %e, "metrics connection error"),
+                Err(_) => tracing::debug!(%peer, "metrics connection timed out"),
+                Ok(Ok(())) => {}
+            }
+        });
     }
 }
 

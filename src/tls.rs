@@ -46,22 +46,71 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
-/// Builds the server config from validated settings. Certificate files must exist.
+/// The rustls server configuration for `tls`: TLS 1.3 and 1.2, ALPN h2 + http/1.1, and
+/// a certificate chosen by SNI.
 pub fn server_config(tls: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    Ok(reloadable_server_config(tls)?.0)
+}
+
+/// [`server_config`], and the handle that swaps its certificates on a reload.
+pub fn reloadable_server_config(
+    tls: &TlsConfig,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<Certificates>), TlsError> {
     let provider = provider();
-    let default = load_pair(&tls.cert, &tls.key, "tls", &provider)?;
-    let mut by_name = HashMap::new();
-    for (i, sni) in tls.sni.iter().enumerate() {
-        let pair = load_pair(&sni.cert, &sni.key, &format!("tls.sni[{i}]"), &provider)?;
-        by_name.insert(sni.server_name.clone(), pair);
-    }
-    let resolver = SniResolver { default, by_name };
+    let certs = Arc::new(Certificates {
+        current: arc_swap::ArcSwap::from_pointee(resolver(tls, &provider)?),
+        provider: provider.clone(),
+    });
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(certs.clone());
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certs))
+}
+
+fn resolver(
+    tls: &TlsConfig,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<SniResolver, TlsError> {
+    let default = load_pair(&tls.cert, &tls.key, "tls", provider)?;
+    let mut by_name = HashMap::new();
+    for (i, sni) in tls.sni.iter().enumerate() {
+        let pair = load_pair(&sni.cert, &sni.key, &format!("tls.sni[{i}]"), provider)?;
+        by_name.insert(sni.server_name.clone(), pair);
+    }
+    Ok(SniResolver { default, by_name })
+}
+
+/// The certificates new handshakes get. [`Certificates::reload`] reads them again
+/// (certificate rotation): handshakes in progress and open connections keep what they
+/// have, the next handshake gets the new pair.
+#[derive(Debug)]
+pub struct Certificates {
+    current: arc_swap::ArcSwap<SniResolver>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+/// Certificates loaded for a reload, not yet in force.
+#[derive(Debug)]
+pub struct PreparedCertificates(SniResolver);
+
+impl Certificates {
+    /// Loads every pair `tls` names, without putting them in force.
+    pub fn prepare(&self, tls: &TlsConfig) -> Result<PreparedCertificates, TlsError> {
+        resolver(tls, &self.provider).map(PreparedCertificates)
+    }
+
+    /// Puts prepared certificates in force for the next handshakes.
+    pub fn install(&self, prepared: PreparedCertificates) {
+        self.current.store(Arc::new(prepared.0));
+    }
+}
+
+impl ResolvesServerCert for Certificates {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load().pick(hello.server_name()))
+    }
 }
 
 fn load_pair(
@@ -119,12 +168,6 @@ impl SniResolver {
             }
         }
         self.default.clone()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.pick(hello.server_name()))
     }
 }
 

@@ -75,6 +75,7 @@ pub struct TokenTable {
     cache_ttl: Duration,
     /// Revocations applied from the log so far (see `load`).
     evictions: std::sync::atomic::AtomicU64,
+    metrics: crate::metrics::CacheMetrics,
 }
 
 /// Rows deleted per statement by the expired-row sweep.
@@ -99,7 +100,21 @@ impl TokenTable {
             clock,
             cache_ttl: cfg.cache_ttl,
             evictions: std::sync::atomic::AtomicU64::new(0),
+            metrics: crate::metrics::CacheMetrics::default(),
         }
+    }
+
+    /// The cache's metrics (hits, misses, negative hits, size, revocations).
+    pub fn metrics(&self) -> &crate::metrics::CacheMetrics {
+        &self.metrics
+    }
+
+    /// Updates the size gauge (before a scrape), once pending inserts are counted.
+    pub async fn refresh_gauges(&self) {
+        self.cache.run_pending_tasks().await;
+        self.metrics
+            .size
+            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
     }
 
     /// The valid access token `value` names, or `None`. Errors only when the store is
@@ -109,11 +124,22 @@ impl TokenTable {
             return Ok(None);
         }
         let hash = token::hash(value);
+        let loaded = std::sync::atomic::AtomicBool::new(false);
+        let load = async {
+            loaded.store(true, std::sync::atomic::Ordering::Relaxed);
+            self.load(hash).await
+        };
         let entry = self
             .cache
-            .try_get_with(hash, self.load(hash))
+            .try_get_with(hash, load)
             .await
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        let counter = match (&entry, loaded.load(std::sync::atomic::Ordering::Relaxed)) {
+            (_, true) => &self.metrics.misses,
+            (Entry::Valid(_), false) => &self.metrics.hits,
+            (Entry::Unknown, false) => &self.metrics.negative_hits,
+        };
+        counter.inc();
         Ok(match entry {
             Entry::Valid(t) if t.expires_at.is_none_or(|e| (self.clock)() < e) => Some(t),
             _ => None,
@@ -150,20 +176,24 @@ impl TokenTable {
         })
     }
 
-    fn count_eviction(&self) {
+    fn count_eviction(&self, kind: &'static str) {
         self.evictions
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.metrics
+            .revocations
+            .get_or_create(&crate::metrics::KindLabel { kind })
+            .inc();
     }
 
     /// Forgets one token (it was revoked).
     pub async fn evict(&self, hash: &TokenHash) {
-        self.count_eviction();
+        self.count_eviction("token");
         self.cache.invalidate(hash).await;
     }
 
     /// Forgets every token of a grant (its refresh token was revoked or replayed).
     pub fn evict_family(&self, family: &str) {
-        self.count_eviction();
+        self.count_eviction("family");
         let family = family.to_owned();
         if let Err(e) = self
             .cache
@@ -176,7 +206,7 @@ impl TokenTable {
 
     /// Forgets every token of a client (it was removed).
     pub fn evict_client(&self, client_id: &str) {
-        self.count_eviction();
+        self.count_eviction("client");
         let client_id = client_id.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(
             move |_, v| matches!(v, Entry::Valid(t) if t.client_id == client_id),
@@ -187,7 +217,7 @@ impl TokenTable {
 
     /// Forgets every token acting for a user (the user was removed).
     pub fn evict_subject(&self, subject: &str) {
-        self.count_eviction();
+        self.count_eviction("subject");
         let subject = subject.to_owned();
         if let Err(e) = self.cache.invalidate_entries_if(move |_, v| {
             matches!(v, Entry::Valid(t) if t.subject.as_deref() == Some(subject.as_str()))

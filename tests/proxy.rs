@@ -290,7 +290,12 @@ async fn large_bodies_stream_both_ways_without_buffering() {
     )
     .await;
     let before = peak_rss_kib();
-    let c = gate.client();
+    // 600 MiB through TLS twice: allow for a busy 2-core machine.
+    let c = gate
+        .client_builder()
+        .timeout(Duration::from_secs(180))
+        .build()
+        .unwrap();
 
     // Upload, chunked (no Content-Length), over TLS.
     let body = reqwest::Body::wrap_stream(upstream::pattern_stream(SIZE, 256 * 1024));

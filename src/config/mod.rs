@@ -8,6 +8,7 @@
 
 mod env;
 mod oauth;
+mod ops;
 mod raw;
 
 use std::fmt;
@@ -22,6 +23,10 @@ use ipnet::IpNet;
 pub use oauth::{
     is_object_id, AccountConfig, AuthConfig, ClientConfig, OAuthConfig, StoreConfig, TokenHeader,
     Ttl, UserConfig,
+};
+pub use ops::{
+    ForwardAuthConfig, LimitBy, MetricsConfig, OriginalHeaders, Rate, RateLimitsConfig,
+    ReloadConfig, RouteRate,
 };
 pub use raw::RawConfig;
 
@@ -58,6 +63,9 @@ pub enum ConfigError {
 pub struct Config {
     /// The file it came from (for messages).
     pub file: String,
+    /// The first 16 hex digits of the SHA-256 of the text it was parsed from
+    /// (`authgate_config_info`); empty when not parsed from text.
+    pub source_hash: String,
     pub server: ServerConfig,
     /// `None` when the HTTPS listener is off.
     pub tls: Option<TlsConfig>,
@@ -76,6 +84,10 @@ pub struct Config {
     /// `Strict-Transport-Security` for every response that reached the client over HTTPS
     /// (directly, or through a trusted TLS-terminating proxy when `server.https = "off"`).
     pub hsts: HeaderValue,
+    pub metrics: MetricsConfig,
+    pub reload: ReloadConfig,
+    pub forward_auth: ForwardAuthConfig,
+    pub rate_limits: RateLimitsConfig,
 }
 
 /// What the plain-HTTP listener does.
@@ -85,6 +97,13 @@ pub enum HttpMode {
     Redirect,
     /// Serve like the HTTPS listener: for sidecars behind a TLS-terminating balancer.
     Serve,
+}
+
+/// Which header a trusted proxy names the client in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientIpHeader {
+    XForwardedFor,
+    Forwarded,
 }
 
 /// `[server]`.
@@ -97,6 +116,8 @@ pub struct ServerConfig {
     pub redirect_https_port: Option<u16>,
     /// Peers whose `X-Forwarded-*` / `Forwarded` headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Where trusted proxies name the client's address.
+    pub client_ip_header: ClientIpHeader,
     pub max_connections: usize,
     /// Connection worker threads (each a single-threaded runtime).
     pub workers: usize,
@@ -160,6 +181,8 @@ pub struct LogConfig {
 /// One `[[route]]`.
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
+    /// For metrics and logs: `name`, or host + path.
+    pub name: String,
     /// Path prefix, starting with `/`, without a trailing `/` (except `/` itself).
     pub path: String,
     /// Lower-case host without port, if the route is bound to one.
@@ -179,6 +202,8 @@ pub struct RouteConfig {
     pub allow_query_token: bool,
     /// Forward the token header upstream (it is removed by default).
     pub pass_token: bool,
+    /// Requests per client (or address) on this route.
+    pub rate_limit: Option<RouteRate>,
 }
 
 /// What a route requires of the caller.
@@ -256,7 +281,9 @@ impl Config {
                     reason: e.into_inner().message().trim().to_owned(),
                 }
             })?;
-        Self::from_raw(raw, file, &lookup)
+        let mut config = Self::from_raw(raw, file, &lookup)?;
+        config.source_hash = short_hash(text.as_bytes());
+        Ok(config)
     }
 
     /// Validates raw values into typed ones. `vars` looks up environment variables (for
@@ -318,12 +345,23 @@ impl Config {
         if http2_max_concurrent_streams == 0 {
             return Err(v.err("server.http2_max_concurrent_streams", "must be at least 1"));
         }
+        let client_ip_header = match s.client_ip_header.as_deref().unwrap_or("x-forwarded-for") {
+            "x-forwarded-for" => ClientIpHeader::XForwardedFor,
+            "forwarded" => ClientIpHeader::Forwarded,
+            other => {
+                return Err(v.err(
+                    "server.client_ip_header",
+                    format!("expected \"x-forwarded-for\" or \"forwarded\", got {other:?}"),
+                ))
+            }
+        };
         let server = ServerConfig {
             https,
             http,
             http_mode,
             redirect_https_port: s.redirect_https_port,
             trusted_proxies,
+            client_ip_header,
             max_connections,
             workers,
             header_read_timeout: v.duration(
@@ -425,6 +463,14 @@ impl Config {
         if let Some(p) = &oauth_cfg.account_token_path {
             own_paths.push(("oauth.account_token_path".into(), p));
         }
+        let metrics = v.metrics(raw.metrics)?;
+        if metrics.enabled && metrics.listen.is_none() && !metrics.allow.is_empty() {
+            own_paths.push(("metrics.path".into(), &metrics.path));
+        }
+        let forward_auth = v.forward_auth(raw.forward_auth)?;
+        if let Some(p) = &forward_auth.path {
+            own_paths.push(("forward_auth.path".into(), p));
+        }
         for (i, (key, p)) in own_paths.iter().enumerate() {
             let reserved = [
                 crate::health::HEALTHZ,
@@ -487,6 +533,7 @@ impl Config {
 
         Ok(Config {
             file: file.to_owned(),
+            source_hash: String::new(),
             server,
             tls,
             upstream,
@@ -499,8 +546,22 @@ impl Config {
             users,
             routes,
             hsts,
+            metrics,
+            reload: v.reload(raw.reload)?,
+            forward_auth,
+            rate_limits: v.rate_limits(raw.rate_limits)?,
         })
     }
+}
+
+/// The first 16 hex digits of the SHA-256 of `bytes`.
+pub fn short_hash(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Validation helpers that know the file name, so every error names it.
@@ -838,7 +899,16 @@ impl Validator<'_> {
                 list,
             )?),
         };
+        let name = match r.name {
+            Some(n) if n.trim().is_empty() || n.len() > 128 => {
+                return Err(self.err(&key("name"), "must be 1 to 128 characters"))
+            }
+            Some(n) => n,
+            None => format!("{}{}", host.as_deref().unwrap_or(""), path),
+        };
+        let rate_limit = self.route_rate(&key("rate_limit"), r.rate_limit, public)?;
         Ok(RouteConfig {
+            name,
             path,
             host,
             upstreams,
@@ -855,6 +925,7 @@ impl Validator<'_> {
             token_headers,
             allow_query_token: r.allow_query_token.unwrap_or(false),
             pass_token: r.pass_token.unwrap_or(false),
+            rate_limit,
         })
     }
 

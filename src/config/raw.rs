@@ -29,6 +29,14 @@ pub struct RawConfig {
     pub user: Vec<RawUser>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    #[serde(default)]
+    pub metrics: super::ops::RawMetrics,
+    #[serde(default)]
+    pub reload: super::ops::RawReload,
+    #[serde(default)]
+    pub forward_auth: super::ops::RawForwardAuth,
+    #[serde(default)]
+    pub rate_limits: super::ops::RawRateLimits,
 }
 
 /// `[store]`.
@@ -132,6 +140,7 @@ pub struct RawServer {
     pub http_mode: Option<String>,
     pub redirect_https_port: Option<u16>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub client_ip_header: Option<String>,
     pub max_connections: Option<usize>,
     pub workers: Option<usize>,
     pub header_read_timeout: Option<String>,
@@ -188,6 +197,7 @@ pub struct RawLog {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
+    pub name: Option<String>,
     pub path: Option<String>,
     pub host: Option<String>,
     pub upstream: Option<String>,
@@ -205,4 +215,5 @@ pub struct RawRoute {
     pub token_headers: Option<Vec<String>>,
     pub allow_query_token: Option<bool>,
     pub pass_token: Option<bool>,
+    pub rate_limit: Option<super::ops::RawRate>,
 }

@@ -18,6 +18,12 @@ fn shipped_config_is_valid() {
     assert_eq!(cfg.server.http_mode, HttpMode::Redirect);
     assert!(cfg.tls.as_ref().unwrap().self_signed_if_missing);
     assert_eq!(cfg.routes.len(), 1);
+    // The operations sections are written out with their defaults.
+    let defaults = parse(NO_TLS).unwrap();
+    assert_eq!(cfg.metrics, defaults.metrics);
+    assert_eq!(cfg.reload, defaults.reload);
+    assert_eq!(cfg.forward_auth, defaults.forward_auth);
+    assert_eq!(cfg.rate_limits, defaults.rate_limits);
 }
 
 #[test]
@@ -358,4 +364,36 @@ fn keys_that_would_do_nothing_are_refused() {
     assert!(route("public = true\ntoken_headers = [\"authorization\"]")
         .contains("route[0].token_headers"));
     assert!(route("[route.method_scopes]\nGET = []\nget = []").contains("listed twice"));
+}
+
+/// The configurations under `deploy/` stay valid: the compose file's and the one inside
+/// the Kubernetes ConfigMap (certificate paths pointed at a temporary pair).
+#[test]
+fn deploy_configs_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    crate::certs::generate(&cert, &key, &["localhost".to_string()], false).unwrap();
+    let vars = || {
+        vec![
+            ("AUTHGATE_TLS__CERT".to_string(), cert.display().to_string()),
+            ("AUTHGATE_TLS__KEY".to_string(), key.display().to_string()),
+            ("REPORTING_SECRET".to_string(), "s3cret".to_string()),
+        ]
+        .into_iter()
+    };
+    let compose = include_str!("../../deploy/compose/authgate.toml");
+    let cfg = Config::parse(compose, "compose", vars()).unwrap();
+    assert!(cfg.metrics.listen.is_some());
+
+    let yaml = include_str!("../../deploy/kubernetes/sidecar.yaml");
+    let start = yaml.find("authgate.toml: |").expect("the ConfigMap key") + 16;
+    let toml: String = yaml[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| l.is_empty() || l.starts_with("    "))
+        .map(|l| format!("{}\n", l.get(4..).unwrap_or("")))
+        .collect();
+    let cfg = Config::parse(&toml, "sidecar", vars()).unwrap();
+    assert!(cfg.metrics.listen.is_some());
+    assert_eq!(cfg.routes.len(), 1);
 }

@@ -185,24 +185,38 @@ fn insert_str(headers: &mut HeaderMap, name: &HeaderName, value: &str) {
     }
 }
 
-/// The client's address for logs: behind trusted proxies, the right-most address in
-/// `X-Forwarded-For` that is not itself a trusted proxy.
+/// The client's address (logs, rate limits, `metrics.allow`): behind trusted proxies,
+/// the right-most address that is not itself a trusted proxy in `X-Forwarded-For`, or
+/// in the `for=` parameters of `Forwarded` (RFC 7239), as `server.client_ip_header`
+/// says (only that header is read: a proxy that sets one and passes the other through
+/// from the client cannot be fooled). From any other peer the headers are ignored: the
+/// peer's own address counts.
 pub fn client_ip(
     headers: &HeaderMap,
     peer: IpAddr,
     trusted_peer: bool,
+    from: crate::config::ClientIpHeader,
     is_trusted: impl Fn(IpAddr) -> bool,
 ) -> IpAddr {
     if !trusted_peer {
         return peer;
     }
-    let mut chain: Vec<IpAddr> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
+    let mut chain: Vec<IpAddr> = match from {
+        crate::config::ClientIpHeader::XForwardedFor => headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|s| s.trim().parse().ok())
+            .collect(),
+        crate::config::ClientIpHeader::Forwarded => headers
+            .get_all(header::FORWARDED)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(forwarded_for)
+            .collect(),
+    };
     chain.reverse();
     chain
         .iter()
@@ -210,6 +224,23 @@ pub fn client_ip(
         .find(|ip| !is_trusted(*ip))
         .or_else(|| chain.last().copied())
         .unwrap_or(peer)
+}
+
+/// The address in one `Forwarded` element's `for=` parameter (`for=192.0.2.60`,
+/// `for="[2001:db8::17]:4711"`); `None` for `unknown` or obfuscated identifiers.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then(|| v.trim())
+    })?;
+    let value = value.trim_matches('"');
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    value
+        .parse()
+        .ok()
+        .or_else(|| value.rsplit_once(':')?.0.parse().ok())
 }
 
 #[cfg(test)]
@@ -334,11 +365,34 @@ mod tests {
 
     #[test]
     fn client_ip_walks_trusted_chain() {
+        use crate::config::ClientIpHeader::{Forwarded as FWD, XForwardedFor as XFF};
         let h = map(&[("x-forwarded-for", "9.9.9.9, 1.1.1.1, 10.0.0.2")]);
         let trusted = |ip: IpAddr| ip.to_string().starts_with("10.");
         let peer = "10.0.0.1".parse().unwrap();
-        assert_eq!(client_ip(&h, peer, true, trusted).to_string(), "1.1.1.1");
-        assert_eq!(client_ip(&h, peer, false, trusted), peer);
+        assert_eq!(
+            client_ip(&h, peer, true, XFF, trusted).to_string(),
+            "1.1.1.1"
+        );
+        assert_eq!(client_ip(&h, peer, false, XFF, trusted), peer);
+        // Only the configured header is read.
+        assert_eq!(client_ip(&h, peer, true, FWD, trusted), peer);
+
+        // RFC 7239 `Forwarded`.
+        let h = map(&[(
+            "forwarded",
+            "for=9.9.9.9, for=\"[2001:db8::17]:4711\";proto=https, for=10.0.0.2:80",
+        )]);
+        assert_eq!(
+            client_ip(&h, peer, true, FWD, trusted).to_string(),
+            "2001:db8::17"
+        );
+        let h = map(&[("forwarded", "for=unknown, for=_hidden;by=10.0.0.9")]);
+        assert_eq!(client_ip(&h, peer, true, FWD, trusted), peer);
+        assert_eq!(
+            forwarded_for("for=192.0.2.60:8080"),
+            "192.0.2.60".parse().ok()
+        );
+        assert_eq!(forwarded_for("by=1.2.3.4"), None);
     }
 
     #[test]

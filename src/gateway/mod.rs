@@ -1,18 +1,21 @@
 //! The request pipeline. [`Gateway::handle`] runs the phases in order:
 //!
 //! ```text
-//! limits ─▶ own endpoints (/healthz, /readyz) ─▶ redirect (plain HTTP, redirect mode)
-//!        ─▶ OAuth endpoints (token, revoke, introspect, metadata)
-//!        ─▶ route ─▶ authenticate ─▶ authorize (skipped on public routes)
-//!        ─▶ forward (with identity headers) ─▶ finish (HSTS, access log, counters)
+//! request id ─▶ limits ─▶ own endpoints (/healthz, /readyz, /metrics, forward-auth)
+//!        ─▶ redirect (plain HTTP, redirect mode)
+//!        ─▶ OAuth endpoints (rate limit per address; token, revoke, introspect, …)
+//!        ─▶ route ─▶ authenticate ─▶ rate limit ─▶ authorize (public routes: no token)
+//!        ─▶ forward (with identity headers) ─▶ finish (HSTS, metrics, access log)
 //! ```
 //!
 //! Phases return `Result<_, GatewayError>`; failures become responses in one place
-//! ([`crate::error`]), and `finish` runs for every response, errors included.
+//! ([`crate::error`]), and `finish` runs for every response, errors included. Each
+//! request runs on one [`Snapshot`] of the configuration, swapped whole by a reload.
 
 pub mod authenticate;
 pub mod authorize;
 pub mod forward;
+pub mod forward_auth;
 pub mod headers;
 pub mod identity;
 pub mod upgrade;
@@ -22,16 +25,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use ipnet::IpNet;
+use tracing::Instrument;
 
 use crate::body::{self, Body};
 use crate::config::{Access, Config, HttpMode};
 use crate::error::{Fault, GatewayError};
 use crate::health;
+use crate::metrics::{self, GatewayMetrics, Metrics, RequestLabels};
 use crate::oauth::OAuth;
+use crate::ratelimit::Limiters;
+use crate::request_id;
 use crate::router::Router;
 use crate::token_table::TokenTable;
 use headers::ClientView;
@@ -57,92 +65,45 @@ pub struct ConnInfo {
     pub worker: usize,
 }
 
-/// Shared state of the request pipeline.
-pub struct Gateway {
-    config: Arc<Config>,
+/// Everything one configuration builds. A reload builds a new one and swaps it in
+/// whole: a request runs start to finish on the snapshot it started with.
+pub struct Snapshot {
+    pub config: Arc<Config>,
     router: Router,
     upstreams: forward::Upstreams,
     oauth: OAuth,
-    tokens: Arc<TokenTable>,
     identity: identity::IdentityHeaders,
-    counters: AuthCounters,
-    draining: AtomicBool,
     redirect_port: Option<u16>,
+    limits: Arc<Limiters>,
+    /// Metric labels, by route index.
+    route_labels: Vec<Arc<str>>,
 }
 
-/// Per-request facts gathered along the phases, for the log line.
-struct RequestCtx {
-    route: Option<usize>,
-    upstream: Option<usize>,
-    client_id: Option<String>,
-    /// `public`, `allowed`, or why access was refused.
-    auth: &'static str,
-}
-
-/// Counters of authentication decisions on proxied routes.
-#[derive(Debug, Default)]
-pub struct AuthCounters {
-    pub public: std::sync::atomic::AtomicU64,
-    pub allowed: std::sync::atomic::AtomicU64,
-    pub missing_token: std::sync::atomic::AtomicU64,
-    pub invalid_token: std::sync::atomic::AtomicU64,
-    pub insufficient_scope: std::sync::atomic::AtomicU64,
-    pub bad_token_request: std::sync::atomic::AtomicU64,
-    pub store_unavailable: std::sync::atomic::AtomicU64,
-}
-
-impl AuthCounters {
-    fn record(&self, decision: &str) {
-        let c = match decision {
-            "public" => &self.public,
-            "allowed" => &self.allowed,
-            "missing_token" => &self.missing_token,
-            "invalid_token" => &self.invalid_token,
-            "insufficient_scope" => &self.insufficient_scope,
-            "bad_token_request" => &self.bad_token_request,
-            "store_unavailable" => &self.store_unavailable,
-            _ => return,
-        };
-        c.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-impl Gateway {
-    /// Builds the pipeline from a validated configuration. `https_port` is the port the
-    /// HTTPS listener actually bound (it differs from the config's for port 0).
-    pub fn new(
+impl Snapshot {
+    fn build(
         config: Arc<Config>,
         https_port: Option<u16>,
         oauth: OAuth,
-        tokens: Arc<TokenTable>,
-    ) -> Result<Gateway, forward::UpstreamSetupError> {
-        let upstreams = forward::Upstreams::new(&config.upstream, config.server.workers)?;
-        let redirect_port = config.server.redirect_https_port.or(https_port);
-        Ok(Gateway {
+        limits: Arc<Limiters>,
+    ) -> Result<Snapshot, forward::UpstreamSetupError> {
+        Ok(Snapshot {
             router: Router::new(&config.routes),
-            upstreams,
+            upstreams: forward::Upstreams::new(&config.upstream, config.server.workers)?,
             oauth,
-            tokens,
             identity: identity::IdentityHeaders::new(&config.auth.identity_header_prefix),
-            counters: AuthCounters::default(),
-            draining: AtomicBool::new(false),
-            redirect_port,
+            redirect_port: config.server.redirect_https_port.or(https_port),
+            limits,
+            route_labels: config
+                .routes
+                .iter()
+                .map(|r| Arc::from(r.name.as_str()))
+                .collect(),
             config,
         })
     }
 
-    /// Authentication decisions so far.
-    pub fn auth_counters(&self) -> &AuthCounters {
-        &self.counters
-    }
-
-    /// The configuration in force.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Whether `ip` is a trusted proxy.
-    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+    fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.config
             .server
@@ -150,30 +111,180 @@ impl Gateway {
             .iter()
             .any(|net: &IpNet| net.contains(&ip))
     }
+}
+
+/// Labels of what authgate answers itself.
+struct OwnLabels {
+    oauth: Arc<str>,
+    health: Arc<str>,
+    metrics: Arc<str>,
+    redirect: Arc<str>,
+    none: Arc<str>,
+}
+
+/// Shared state of the request pipeline.
+pub struct Gateway {
+    current: ArcSwap<Snapshot>,
+    tokens: Arc<TokenTable>,
+    metrics: GatewayMetrics,
+    /// Every metric of this server, for `/metrics`.
+    registry: prometheus_client::registry::Registry,
+    labels: OwnLabels,
+    draining: AtomicBool,
+    https_port: Option<u16>,
+}
+
+/// Per-request facts gathered along the phases, for the log line and the metrics.
+struct RequestCtx {
+    route: Option<usize>,
+    upstream: Option<usize>,
+    client_id: Option<String>,
+    /// `public`, `allowed`, or why access was refused.
+    auth: &'static str,
+    /// What answered, when not a route.
+    own: Option<Arc<str>>,
+    /// A 429 already counted.
+    rate_limited: bool,
+}
+
+impl Gateway {
+    /// Builds the pipeline from a validated configuration. `https_port` is the port the
+    /// HTTPS listener actually bound (it differs from the config's for port 0).
+    /// `metrics` holds the handles of every part (cache, store, OAuth) to serve them.
+    pub fn new(
+        config: Arc<Config>,
+        https_port: Option<u16>,
+        oauth: OAuth,
+        tokens: Arc<TokenTable>,
+        metrics: Metrics,
+    ) -> Result<Gateway, forward::UpstreamSetupError> {
+        let limits = oauth.limits().clone();
+        let snapshot = Snapshot::build(config, https_port, oauth, limits)?;
+        let label = |s: &str| Arc::<str>::from(s);
+        Ok(Gateway {
+            current: ArcSwap::from_pointee(snapshot),
+            tokens,
+            registry: metrics.registry(),
+            metrics: metrics.gateway,
+            labels: OwnLabels {
+                oauth: label("oauth"),
+                health: label("health"),
+                metrics: label("metrics"),
+                redirect: label("redirect"),
+                none: label("none"),
+            },
+            draining: AtomicBool::new(false),
+            https_port,
+        })
+    }
+
+    /// Builds everything `config` needs (routes, upstream pools, clients, users,
+    /// accounts, scope rules, HSTS, OAuth endpoints, rate limits) without putting it in
+    /// force: see [`Gateway::install`]. Rate-limit buckets carry over when the limits
+    /// did not change.
+    pub fn prepare(&self, config: Config) -> Result<Snapshot, forward::UpstreamSetupError> {
+        let old = self.current.load();
+        let same_limits = old.config.rate_limits == config.rate_limits
+            && old
+                .config
+                .routes
+                .iter()
+                .map(|r| (&r.name, r.rate_limit))
+                .eq(config.routes.iter().map(|r| (&r.name, r.rate_limit)));
+        let limits = if same_limits {
+            old.limits.clone()
+        } else {
+            Arc::new(Limiters::new(&config))
+        };
+        let oauth = old.oauth.reconfigured(&config, limits.clone());
+        Snapshot::build(Arc::new(config), self.https_port, oauth, limits)
+    }
+
+    /// Puts a prepared snapshot in force: the next request uses it; requests in flight
+    /// finish on the one they started with.
+    pub fn install(&self, snapshot: Snapshot) {
+        self.current.store(Arc::new(snapshot));
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.current.load().config.clone()
+    }
+
+    /// The listeners' metrics (connections, TLS handshakes).
+    pub fn metrics(&self) -> &GatewayMetrics {
+        &self.metrics
+    }
+
+    /// Whether `ip` is a trusted proxy (under the configuration in force).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
+        self.current.load().is_trusted(ip)
+    }
 
     /// Marks the gateway as shutting down: `/readyz` answers 503 from now on.
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
 
+    /// Forgets rate-limit buckets that have refilled (called periodically).
+    pub fn purge_rate_limits(&self) {
+        self.current.load().limits.purge();
+    }
+
     /// Handles one request, start to finish. Never fails: errors become responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+    /// Every log line of the request carries its id (the `request` span), and so do
+    /// the upstream request, the response and JSON error bodies.
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
+        let id = request_id::accept_or_generate(req.headers());
+        req.headers_mut().insert(&request_id::HEADER, id.clone());
+        let span = tracing::info_span!("request", request_id = id.to_str().unwrap_or_default());
+        let mut resp = request_id::scope(id.clone(), self.handle_in_span(req, conn))
+            .instrument(span)
+            .await;
+        resp.headers_mut().insert(&request_id::HEADER, id);
+        resp
+    }
+
+    async fn handle_in_span(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<Body> {
         let started = Instant::now();
+        let snap = self.current.load_full();
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let peer = conn.peer.ip().to_canonical();
-        let client_ip = headers::client_ip(req.headers(), peer, conn.trusted_peer, |ip| {
-            self.is_trusted(ip)
-        });
+        // Trust follows the configuration in force, also on connections opened before a
+        // reload changed `trusted_proxies`.
+        let updated;
+        let conn = match snap.is_trusted(peer) {
+            t if t == conn.trusted_peer => conn,
+            t => {
+                updated = ConnInfo {
+                    trusted_peer: t,
+                    ..conn.clone()
+                };
+                &updated
+            }
+        };
+        let client_ip = headers::client_ip(
+            req.headers(),
+            peer,
+            conn.trusted_peer,
+            snap.config.server.client_ip_header,
+            |ip| snap.is_trusted(ip),
+        );
         let secure = self.is_secure(&req, conn);
         let mut ctx = RequestCtx {
             route: None,
             upstream: None,
             client_id: None,
             auth: "",
+            own: None,
+            rate_limited: false,
         };
 
-        let mut resp = match self.phases(req, conn, secure, client_ip, &mut ctx).await {
+        let mut resp = match self
+            .phases(&snap, req, conn, secure, client_ip, &mut ctx)
+            .await
+        {
             Ok(resp) => resp,
             Err(err) => {
                 match err.fault() {
@@ -183,25 +294,45 @@ impl Gateway {
                 if let Some(decision) = err.auth_decision() {
                     ctx.auth = decision;
                 }
-                err.into_response(&self.config.auth.realm)
+                if let GatewayError::RateLimited { limit, .. } = &err {
+                    self.count_rate_limited(limit);
+                    ctx.rate_limited = true;
+                }
+                err.into_response(&snap.config.auth.realm)
             }
         };
-        self.counters.record(ctx.auth);
+        let status = resp.status().as_u16();
+        if status == 429 && !ctx.rate_limited && ctx.own.as_ref() == Some(&self.labels.oauth) {
+            self.count_rate_limited("oauth");
+        }
 
         // finish: HSTS on every response that reached the client over HTTPS.
         if secure {
             resp.headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, self.config.hsts.clone());
+                .insert(header::STRICT_TRANSPORT_SECURITY, snap.config.hsts.clone());
         }
+        let label = match (ctx.route, &ctx.own) {
+            (Some(r), _) => snap.route_labels[r].clone(),
+            (None, Some(own)) => own.clone(),
+            (None, None) => self.labels.none.clone(),
+        };
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                route: label,
+                status: metrics::status_class(status),
+                auth: ctx.auth,
+            })
+            .inc();
         let upstream = match (ctx.route, ctx.upstream) {
-            (Some(r), Some(u)) => self.config.routes[r].upstreams[u].to_string(),
+            (Some(r), Some(u)) => snap.config.routes[r].upstreams[u].to_string(),
             _ => String::new(),
         };
         tracing::info!(
             target: "authgate::access",
             %method,
             %path,
-            status = resp.status().as_u16(),
+            status,
             latency_us = started.elapsed().as_micros() as u64,
             route = ctx.route.map(|r| r as i64).unwrap_or(-1),
             %upstream,
@@ -213,8 +344,16 @@ impl Gateway {
         resp
     }
 
+    fn count_rate_limited(&self, limit: &'static str) {
+        self.metrics
+            .rate_limited
+            .get_or_create(&metrics::KindLabel { kind: limit })
+            .inc();
+    }
+
     async fn phases(
         &self,
+        snap: &Snapshot,
         req: Request<Incoming>,
         conn: &ConnInfo,
         secure: bool,
@@ -222,7 +361,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<Response<Body>, GatewayError> {
         // limits
-        let limit = self.config.server.max_header_bytes;
+        let limit = snap.config.server.max_header_bytes;
         let size = header_bytes(&req);
         if size > limit {
             return Err(GatewayError::HeadersTooLarge { size, limit });
@@ -230,13 +369,29 @@ impl Gateway {
 
         // own endpoints
         let path = req.uri().path();
-        if let Some(resp) = health::serve(req.method(), path, self.readiness()).await {
+        if let Some(resp) = health::serve(req.method(), path, self.readiness(snap)).await {
+            ctx.own = Some(self.labels.health.clone());
             return Ok(resp);
+        }
+        // Metrics on the main listeners, to `metrics.allow` only; for anyone else the
+        // path is routed like any other.
+        let m = &snap.config.metrics;
+        if m.enabled
+            && m.listen.is_none()
+            && path == m.path
+            && m.allow.iter().any(|net| net.contains(&client_ip))
+        {
+            ctx.own = Some(self.labels.metrics.clone());
+            return Ok(self.serve_metrics(req.method()).await);
+        }
+        if snap.config.forward_auth.path.as_deref() == Some(path) {
+            return forward_auth::verify(self, snap, &req, client_ip, ctx).await;
         }
         // A trusted TLS-terminating proxy already speaks HTTPS to the client: redirecting
         // it would loop.
         if conn.listener == Listener::Http(HttpMode::Redirect) && !secure {
-            return self.redirect(&req);
+            ctx.own = Some(self.labels.redirect.clone());
+            return redirect(snap, &req);
         }
         // One canonical path for routing, scope checks and forwarding, so a path cannot
         // match a lenient route here and reach a stricter resource upstream.
@@ -245,14 +400,23 @@ impl Gateway {
             replace_path(&mut req, &canonical)?;
         }
         let path = req.uri().path();
-        if let Some(endpoint) = self.oauth.endpoint(path) {
+        if let Some(endpoint) = snap.oauth.endpoint(path) {
+            ctx.own = Some(self.labels.oauth.clone());
             // Credentials and tokens never travel in clear (RFC 6749 §2.3.1, §3.2).
             if !secure {
                 return Err(GatewayError::BadRequest(
                     "OAuth endpoints are served over HTTPS only",
                 ));
             }
-            return Ok(self
+            if endpoint != crate::oauth::Endpoint::Metadata {
+                snap.limits
+                    .oauth_ip(client_ip)
+                    .map_err(|wait| GatewayError::RateLimited {
+                        limit: "oauth_per_ip",
+                        wait,
+                    })?;
+            }
+            return Ok(snap
                 .oauth
                 .handle(endpoint, req, client_ip, &mut ctx.client_id)
                 .await);
@@ -261,7 +425,7 @@ impl Gateway {
         // route
         let host = request_host(&req);
         let bare_host = host.map(strip_port).map(str::to_ascii_lowercase);
-        let route = self
+        let route = snap
             .router
             .find(bare_host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
@@ -269,30 +433,17 @@ impl Gateway {
 
         // authenticate + authorize
         let rc = &route.config;
-        let caller = match &rc.access {
-            Access::Public => {
-                ctx.auth = "public";
-                None
-            }
-            access => {
-                let accepted = rc
-                    .token_headers
-                    .as_deref()
-                    .unwrap_or(&self.config.auth.token_headers);
-                let auth = authenticate::authenticate(
-                    &self.tokens,
-                    req.headers(),
-                    req.uri().query(),
-                    accepted,
-                    rc.allow_query_token,
-                )
-                .await?;
-                ctx.client_id = Some(auth.token.client_id.clone());
-                let authorized = authorize::authorize(access, req.method(), auth)?;
-                ctx.auth = "allowed";
-                Some(authorized)
-            }
-        };
+        let caller = decide(
+            &self.tokens,
+            snap,
+            route.index,
+            req.method(),
+            req.headers(),
+            req.uri().query(),
+            client_ip,
+            ctx,
+        )
+        .await?;
 
         // forward
         let host_owned = host.map(str::to_owned);
@@ -302,22 +453,70 @@ impl Gateway {
             proto: if secure { "https" } else { "http" },
             host: host_owned.as_deref(),
         };
-        self.identity
+        snap.identity
             .apply(req.headers_mut(), caller.as_ref(), rc.pass_token);
         if rc.allow_query_token && !rc.pass_token {
             strip_query_token(&mut req);
         }
-        self.upstreams
+        let sent = Instant::now();
+        let answer = snap
+            .upstreams
             .forward(route, req, &client, conn, &mut ctx.upstream)
-            .await
+            .await;
+        if ctx.upstream.is_some() {
+            self.metrics
+                .upstream_latency
+                .get_or_create(&metrics::RouteLabel {
+                    route: snap.route_labels[route.index].clone(),
+                })
+                .observe(sent.elapsed().as_secs_f64());
+        }
+        answer
+    }
+
+    /// `GET /metrics`.
+    async fn serve_metrics(&self, method: &Method) -> Response<Body> {
+        if method != Method::GET && method != Method::HEAD {
+            let mut resp = crate::error::json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "use GET or HEAD",
+            );
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            return resp;
+        }
+        self.tokens.refresh_gauges().await;
+        let mut resp = Response::new(body::full(Metrics::render(&self.registry)));
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(metrics::CONTENT_TYPE),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
+    }
+
+    /// The separate metrics listener (`metrics.listen`): metrics, `/healthz` and
+    /// `/readyz`; 404 for anything else.
+    pub async fn handle_ops<B>(&self, req: Request<B>) -> Response<Body> {
+        let snap = self.current.load_full();
+        let path = req.uri().path();
+        if let Some(resp) = health::serve(req.method(), path, self.readiness(&snap)).await {
+            return resp;
+        }
+        if snap.config.metrics.enabled && path == snap.config.metrics.path {
+            return self.serve_metrics(req.method()).await;
+        }
+        GatewayError::NoRoute.into_response(&snap.config.auth.realm)
     }
 
     /// Ready: not draining, and the store answers within a second.
-    async fn readiness(&self) -> health::Readiness {
+    async fn readiness(&self, snap: &Snapshot) -> health::Readiness {
         if self.draining.load(Ordering::Acquire) {
             return health::Readiness::Draining;
         }
-        let ping = self.oauth.store().ping();
+        let ping = snap.oauth.store().ping();
         match tokio::time::timeout(std::time::Duration::from_secs(1), ping).await {
             Ok(Ok(())) => health::Readiness::Ready,
             _ => health::Readiness::StoreUnavailable,
@@ -337,26 +536,69 @@ impl Gateway {
             }
         }
     }
+}
 
-    /// 308 to the same host, path and query over HTTPS.
-    fn redirect(&self, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-        let host = request_host(req)
-            .map(strip_port)
-            .filter(|h| !h.is_empty())
-            .ok_or(GatewayError::BadRequest("a Host header is required"))?;
-        let port = match self.redirect_port {
-            Some(443) | None => String::new(),
-            Some(p) => format!(":{p}"),
-        };
-        let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        let location = format!("https://{host}{port}{pq}");
-        let location = HeaderValue::from_str(&location)
-            .map_err(|_| GatewayError::BadRequest("the Host header is not valid"))?;
-        let mut resp = Response::new(body::empty());
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        resp.headers_mut().insert(header::LOCATION, location);
-        Ok(resp)
+/// The authenticate and authorize phases (and the route's rate limit) for route
+/// `index`: the caller, or `None` on a public route. Shared with forward-auth.
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    tokens: &TokenTable,
+    snap: &Snapshot,
+    index: usize,
+    method: &Method,
+    headers: &http::HeaderMap,
+    query: Option<&str>,
+    client_ip: IpAddr,
+    ctx: &mut RequestCtx,
+) -> Result<Option<authorize::Authorized>, GatewayError> {
+    let rc = &snap.config.routes[index];
+    let limited = |wait| GatewayError::RateLimited {
+        limit: "route",
+        wait,
+    };
+    match &rc.access {
+        Access::Public => {
+            ctx.auth = "public";
+            snap.limits.route(index, None, client_ip).map_err(limited)?;
+            Ok(None)
+        }
+        access => {
+            let accepted = rc
+                .token_headers
+                .as_deref()
+                .unwrap_or(&snap.config.auth.token_headers);
+            let auth =
+                authenticate::authenticate(tokens, headers, query, accepted, rc.allow_query_token)
+                    .await?;
+            ctx.client_id = Some(auth.token.client_id.clone());
+            snap.limits
+                .route(index, ctx.client_id.as_deref(), client_ip)
+                .map_err(limited)?;
+            let authorized = authorize::authorize(access, method, auth)?;
+            ctx.auth = "allowed";
+            Ok(Some(authorized))
+        }
     }
+}
+
+/// 308 to the same host, path and query over HTTPS.
+fn redirect(snap: &Snapshot, req: &Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let host = request_host(req)
+        .map(strip_port)
+        .filter(|h| !h.is_empty())
+        .ok_or(GatewayError::BadRequest("a Host header is required"))?;
+    let port = match snap.redirect_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let pq = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let location = format!("https://{host}{port}{pq}");
+    let location = HeaderValue::from_str(&location)
+        .map_err(|_| GatewayError::BadRequest("the Host header is not valid"))?;
+    let mut resp = Response::new(body::empty());
+    *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    resp.headers_mut().insert(header::LOCATION, location);
+    Ok(resp)
 }
 
 /// The host the client asked for: `:authority` (HTTP/2) or `Host`.

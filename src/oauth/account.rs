@@ -68,7 +68,7 @@ impl AccountError {
             AccountError::TooMany(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 "Validation",
-                format!("Too many failed attempts. Retry in {wait} seconds."),
+                format!("Too many attempts. Retry in {wait} seconds."),
             ),
         };
         let mut resp = json_error(status, code, &text);
@@ -240,6 +240,9 @@ impl OAuth {
         who: &mut Option<String>,
     ) -> Result<Response<Body>, AccountError> {
         let request = validate(read_params(req).await?)?;
+        if let Err(limited) = self.limits.oauth_client(&request.account) {
+            return Err(AccountError::TooMany(limited.retry_after_secs() as i64));
+        }
         // Counted before the secret is checked, so parallel guesses cannot outrun it.
         self.account_attempts
             .attempt(&request.account, client_ip)
@@ -298,6 +301,7 @@ impl OAuth {
             return Err(AccountError::Internal);
         }
         tracing::info!(account = %account.id, "account token issued");
+        self.count_issued("account", &format!("account:{}", account.id));
         Ok(json_no_store(
             StatusCode::OK,
             &serde_json::json!({ "status": "success", "token": value.expose() }),

@@ -92,6 +92,16 @@ async fn check(
     }
 }
 
+/// The client id a request claims (Basic or `client_id`), before anything is checked:
+/// the key of the per-client rate limit.
+pub fn claimed_id(headers: &HeaderMap, form: &Form) -> Option<String> {
+    match basic_credentials(headers) {
+        Some(Ok(creds)) => Some(creds.id),
+        Some(Err(_)) => None,
+        None => form.get("client_id").map(str::to_owned),
+    }
+}
+
 /// Basic credentials, form-decoded and as sent.
 #[derive(Debug, PartialEq, Eq)]
 struct BasicCreds {

@@ -28,6 +28,9 @@ pub enum OAuthError {
     MethodNotAllowed,
     #[error("request body too large")]
     TooLarge,
+    /// Over a rate limit (`rate_limits.oauth_per_client`).
+    #[error("too many requests for this client")]
+    RateLimited(crate::ratelimit::Limited),
     /// The store is unreachable: try again later.
     #[error("temporarily_unavailable: {0}")]
     Unavailable(String),
@@ -45,6 +48,7 @@ impl OAuthError {
             OAuthError::InvalidScope(_) => "invalid_scope",
             OAuthError::MethodNotAllowed => "invalid_request",
             OAuthError::Unavailable(_) => "temporarily_unavailable",
+            OAuthError::RateLimited(_) => crate::error::TOO_MANY_REQUESTS,
         }
     }
 
@@ -55,6 +59,7 @@ impl OAuthError {
             OAuthError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             OAuthError::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             OAuthError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            OAuthError::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             _ => StatusCode::BAD_REQUEST,
         }
     }
@@ -74,6 +79,7 @@ impl OAuthError {
             OAuthError::Unavailable(_) => {
                 "the authorization server's store is unavailable; retry later".into()
             }
+            OAuthError::RateLimited(l) => crate::error::rate_limited_text(l),
         }
     }
 
@@ -95,6 +101,9 @@ impl OAuthError {
             }
             OAuthError::Unavailable(_) => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            OAuthError::RateLimited(l) => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(l.retry_after_secs()));
             }
             _ => {}
         }

@@ -78,7 +78,7 @@ impl<K: Hash + Eq + Clone> Table<K> {
 
 /// The address an attempt is counted under: IPv4 as is, IPv6 by its /64 (one host
 /// usually holds a whole /64).
-fn bucket(ip: IpAddr) -> IpAddr {
+pub fn bucket(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -128,6 +128,58 @@ impl LoginLimiter {
     pub fn succeeded(&self, user: &str, ip: IpAddr) {
         self.users.clear(&user.to_owned());
         self.ips.undo(&bucket(ip));
+    }
+}
+
+/// Failed client authentications (token, revocation and introspection endpoints), per
+/// claimed client id and per address. Unlike logins, an attempt is only checked before
+/// (a blocked id or address gets 429 even with the right secret) and counted after it
+/// failed, so a client sending many good requests at once is never refused; a flood of
+/// parallel guesses gets at most its concurrency past the limit before the count
+/// catches up.
+pub struct FailureLimiter {
+    ids: Table<String>,
+    ips: Table<IpAddr>,
+    window: i64,
+    clock: Clock,
+}
+
+impl FailureLimiter {
+    /// At most `per_id` failures per client id and `per_ip` per address in `window_secs`.
+    pub fn new(per_id: u32, per_ip: u32, window_secs: i64, clock: Clock) -> FailureLimiter {
+        FailureLimiter {
+            ids: Table::new(per_id),
+            ips: Table::new(per_ip),
+            window: window_secs,
+            clock,
+        }
+    }
+
+    /// Ids longer than any real one share one entry, so junk cannot grow the table.
+    fn key(id: &str) -> String {
+        if id.len() > 256 {
+            String::new()
+        } else {
+            id.to_owned()
+        }
+    }
+
+    /// `Err(seconds to wait)` if this id or address is over the limit.
+    pub fn check(&self, id: &str, ip: IpAddr) -> Result<(), i64> {
+        let now = (self.clock)();
+        let by_id = self.ids.blocked(&Self::key(id), now, self.window);
+        let by_ip = self.ips.blocked(&bucket(ip), now, self.window);
+        match by_id.max(by_ip) {
+            Some(wait) => Err(wait),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed authentication.
+    pub fn failed(&self, id: &str, ip: IpAddr) {
+        let now = (self.clock)();
+        self.ids.fail(&Self::key(id), now, self.window);
+        self.ips.fail(&bucket(ip), now, self.window);
     }
 }
 
@@ -187,5 +239,27 @@ mod tests {
             );
         }
         assert!(l.attempt("u9", b).is_err());
+    }
+
+    #[test]
+    fn client_failures_are_counted_after_and_checked_before() {
+        let now = Arc::new(AtomicI64::new(1000));
+        let n = now.clone();
+        let l = FailureLimiter::new(2, 3, 60, Arc::new(move || n.load(Ordering::SeqCst)));
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        // Checks alone never count.
+        for _ in 0..100 {
+            assert_eq!(l.check("svc", ip), Ok(()));
+        }
+        l.failed("svc", ip);
+        l.failed("svc", ip);
+        assert_eq!(l.check("svc", "10.0.0.9".parse().unwrap()), Err(60));
+        assert_eq!(l.check("other", ip), Ok(()));
+        l.failed("other", ip);
+        assert_eq!(l.check("third", ip), Err(60), "the address is over too");
+        now.store(1060, Ordering::SeqCst);
+        assert_eq!(l.check("svc", ip), Ok(()));
+        l.failed(&"x".repeat(300), ip);
+        assert!(l.ids.entries.lock().unwrap().contains_key(""));
     }
 }

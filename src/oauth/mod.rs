@@ -73,12 +73,18 @@ pub struct OAuth {
     /// Revocations evict from the gateway's token table at once.
     tokens: Arc<crate::token_table::TokenTable>,
     users: Vec<crate::config::UserConfig>,
-    pages: pages::Pages,
-    logins: limiter::LoginLimiter,
+    /// Shared by every configuration, so a reload keeps login counts.
+    pages: Arc<pages::Pages>,
+    logins: Arc<limiter::LoginLimiter>,
     /// Account-grant attempts, counted like logins (by account id and address).
-    account_attempts: limiter::LoginLimiter,
+    account_attempts: Arc<limiter::LoginLimiter>,
+    /// Failed client authentications (token, revoke, introspect).
+    client_failures: Arc<limiter::FailureLimiter>,
     /// Bounds concurrent argon2 checks (memory-hard: ~19 MiB each).
-    hashing: tokio::sync::Semaphore,
+    hashing: Arc<tokio::sync::Semaphore>,
+    /// Request rate limits of this configuration.
+    limits: Arc<crate::ratelimit::Limiters>,
+    metrics: crate::metrics::OAuthMetrics,
 }
 
 impl OAuth {
@@ -89,7 +95,16 @@ impl OAuth {
         codec: Codec,
         clock: Clock,
         tokens: Arc<crate::token_table::TokenTable>,
+        metrics: crate::metrics::OAuthMetrics,
     ) -> OAuth {
+        let login_limiter = || {
+            Arc::new(limiter::LoginLimiter::new(
+                config.oauth.login_attempts_per_user,
+                config.oauth.login_attempts_per_ip,
+                config.oauth.login_window.as_secs() as i64,
+                clock.clone(),
+            ))
+        };
         OAuth {
             cfg: config.oauth.clone(),
             clients: Clients::new(&config.clients, store.clone()),
@@ -98,22 +113,52 @@ impl OAuth {
             accounts: config.accounts.clone(),
             tokens,
             users: config.users.clone(),
-            pages: pages::Pages::new(),
-            logins: limiter::LoginLimiter::new(
-                config.oauth.login_attempts_per_user,
-                config.oauth.login_attempts_per_ip,
-                config.oauth.login_window.as_secs() as i64,
+            pages: Arc::new(pages::Pages::new()),
+            logins: login_limiter(),
+            account_attempts: login_limiter(),
+            client_failures: Arc::new(limiter::FailureLimiter::new(
+                config.rate_limits.client_failures_per_id,
+                config.rate_limits.client_failures_per_ip,
+                config.rate_limits.client_failures_window.as_secs() as i64,
                 clock.clone(),
-            ),
-            account_attempts: limiter::LoginLimiter::new(
-                config.oauth.login_attempts_per_user,
-                config.oauth.login_attempts_per_ip,
-                config.oauth.login_window.as_secs() as i64,
-                clock.clone(),
-            ),
-            hashing: tokio::sync::Semaphore::new(4),
-            clock,
+            )),
+            hashing: Arc::new(tokio::sync::Semaphore::new(4)),
+            limits: Arc::new(crate::ratelimit::Limiters::new(config)),
+            metrics,
+            clock: clock.clone(),
         }
+    }
+
+    /// The same server with the clients, accounts, users, endpoints and limits of
+    /// `config` (a reload). Login failure counts carry over; `oauth.login_*` limits
+    /// keep the values the process started with.
+    pub fn reconfigured(
+        &self,
+        config: &crate::config::Config,
+        limits: Arc<crate::ratelimit::Limiters>,
+    ) -> OAuth {
+        OAuth {
+            cfg: config.oauth.clone(),
+            clients: Clients::new(&config.clients, self.store.clone()),
+            store: self.store.clone(),
+            codec: self.codec.clone(),
+            accounts: config.accounts.clone(),
+            tokens: self.tokens.clone(),
+            users: config.users.clone(),
+            pages: self.pages.clone(),
+            logins: self.logins.clone(),
+            account_attempts: self.account_attempts.clone(),
+            client_failures: self.client_failures.clone(),
+            hashing: self.hashing.clone(),
+            limits,
+            metrics: self.metrics.clone(),
+            clock: self.clock.clone(),
+        }
+    }
+
+    /// The rate limits in force.
+    pub fn limits(&self) -> &Arc<crate::ratelimit::Limiters> {
+        &self.limits
     }
 
     /// The store.
@@ -150,9 +195,9 @@ impl OAuth {
         client_id: &mut Option<String>,
     ) -> Response<Body> {
         let result = match endpoint {
-            Endpoint::Token => self.token_endpoint(req, client_id).await,
-            Endpoint::Revoke => self.revoke(req, client_id).await,
-            Endpoint::Introspect => self.introspect(req, client_id).await,
+            Endpoint::Token => self.token_endpoint(req, client_ip, client_id).await,
+            Endpoint::Revoke => self.revoke(req, client_ip, client_id).await,
+            Endpoint::Introspect => self.introspect(req, client_ip, client_id).await,
             Endpoint::Metadata => Ok(self.metadata(req.method())),
             Endpoint::AccountToken => return self.account_grant(req, client_ip, client_id).await,
             Endpoint::Authorize => return self.authorize(req, client_ip, client_id).await,
@@ -175,12 +220,44 @@ impl OAuth {
     async fn authenticated_form(
         &self,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
     ) -> Result<(form::Form, Arc<client::Client>), OAuthError> {
         let (parts, form) = form::read(req).await?;
-        let client = client_auth::authenticate(&self.clients, &parts.headers, &form).await?;
+        let claimed = client_auth::claimed_id(&parts.headers, &form).unwrap_or_default();
+        let limited = |secs: i64| {
+            OAuthError::RateLimited(crate::ratelimit::Limited {
+                retry_after: std::time::Duration::from_secs(secs.max(1) as u64),
+            })
+        };
+        self.client_failures
+            .check(&claimed, client_ip)
+            .map_err(limited)?;
+        self.limits
+            .oauth_client(&claimed)
+            .map_err(OAuthError::RateLimited)?;
+        let client = client_auth::authenticate(&self.clients, &parts.headers, &form)
+            .await
+            .inspect_err(|e| {
+                if matches!(e, OAuthError::InvalidClient { .. }) {
+                    self.client_failures.failed(&claimed, client_ip);
+                }
+            })?;
         *client_id = Some(client.id.clone());
         Ok((form, client))
+    }
+}
+
+impl OAuth {
+    /// Counts an issued access token (`authgate_tokens_issued_total`).
+    fn count_issued(&self, grant: &'static str, client_id: &str) {
+        self.metrics
+            .issued
+            .get_or_create(&crate::metrics::IssuedLabels {
+                grant,
+                client_id: client_id.to_owned(),
+            })
+            .inc();
     }
 }
 

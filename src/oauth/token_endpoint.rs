@@ -12,9 +12,10 @@ impl OAuth {
     pub(super) async fn token_endpoint(
         &self,
         req: Request<Incoming>,
+        client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
     ) -> Result<Response<Body>, OAuthError> {
-        let (form, client) = self.authenticated_form(req, client_id).await?;
+        let (form, client) = self.authenticated_form(req, client_ip, client_id).await?;
         let grant_type = match form.get("grant_type") {
             Some(g) => g,
             None if client.relaxed_parameters && form.get("code").is_some() => "authorization_code",
@@ -51,6 +52,7 @@ impl OAuth {
             }
         };
         tracing::info!(client_id = %client.id, grant = grant.as_str(), "token issued");
+        self.count_issued(grant.as_str(), &client.id);
         Ok(render(&issued))
     }
 }

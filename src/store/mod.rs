@@ -9,6 +9,7 @@
 //! Durability: a method returns only after its transaction committed (SQLite with
 //! `synchronous = FULL`), so a token is on disk before the response carrying it is sent.
 
+pub mod instrumented;
 pub mod postgres;
 mod rows;
 pub mod scratch;

@@ -27,6 +27,9 @@ pub struct Gate {
     pub http: Option<SocketAddr>,
     pub cert_pem: Vec<u8>,
     pub store_url: String,
+    /// The metrics listener, when `metrics.listen` is set.
+    pub metrics: Option<SocketAddr>,
+    pub reloader: Arc<authgate::reload::Reloader>,
     stop: Option<oneshot::Sender<()>>,
     pub task: Option<tokio::task::JoinHandle<()>>,
     _dir: tempfile::TempDir,
@@ -86,11 +89,24 @@ impl Gate {
     ) -> Gate {
         let config = Config::parse(text, "test.toml", vars.into_iter())
             .unwrap_or_else(|e| panic!("test config invalid: {e}\n{text}"));
+        Gate::serve(config, dir, clock).await
+    }
+
+    /// Starts a gateway from the file `path` (so it can be reloaded); `dir` is kept
+    /// alive as long as the gateway.
+    pub async fn from_file(path: &std::path::Path, dir: tempfile::TempDir) -> Gate {
+        let config = Config::load(path).unwrap_or_else(|e| panic!("test config invalid: {e}"));
+        Gate::serve(config, dir, authgate::oauth::system_clock()).await
+    }
+
+    async fn serve(config: Config, dir: tempfile::TempDir, clock: authgate::oauth::Clock) -> Gate {
         let cert = config.tls.as_ref().map(|t| t.cert.clone());
         let store_url = config.store.url.clone();
         let server = Server::bind_with_clock(config, clock).await.unwrap();
         let http = server.http_addr();
         let https = server.https_addr().or(http).unwrap();
+        let metrics = server.metrics_addr();
+        let reloader = server.reloader();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async {
             let _ = rx.await;
@@ -100,6 +116,8 @@ impl Gate {
             http,
             cert_pem: cert.map(|c| std::fs::read(c).unwrap()).unwrap_or_default(),
             store_url,
+            metrics,
+            reloader,
             stop: Some(tx),
             task: Some(task),
             _dir: dir,
