@@ -25,7 +25,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, HttpMode, TlsConfig};
-use crate::gateway::{ConnInfo, Gateway, Listener};
+use crate::gateway::{ConnInfo, ConnSlot, Gateway, Listener};
 use crate::workers::Workers;
 
 /// Why the server could not start.
@@ -436,9 +436,8 @@ async fn accept_loop(
         let gateway = gateway.clone();
         let builder = builder.clone();
         let stop = stop.clone();
-        let open = OpenConnection::new(gateway.metrics());
+        let slot = Arc::new(ConnSlot::new(permit, gateway.metrics()));
         workers.spawn(move |worker| async move {
-            let _open = open;
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
                 Err(e) => {
@@ -450,7 +449,7 @@ async fn accept_loop(
                 peer,
                 listener: kind,
                 trusted_peer,
-                slot: Arc::new(permit),
+                slot,
                 worker,
             };
             let activity = Arc::new(Activity::new());
@@ -535,22 +534,6 @@ async fn serve_conn<I>(
                 }
             }
         }
-    }
-}
-
-/// Counts a connection in `authgate_open_connections` while it lives.
-struct OpenConnection(prometheus_client::metrics::gauge::Gauge);
-
-impl OpenConnection {
-    fn new(metrics: &crate::metrics::GatewayMetrics) -> OpenConnection {
-        metrics.open_connections.inc();
-        OpenConnection(metrics.open_connections.clone())
-    }
-}
-
-impl Drop for OpenConnection {
-    fn drop(&mut self) {
-        self.0.dec();
     }
 }
 

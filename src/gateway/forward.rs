@@ -231,7 +231,7 @@ impl Upstreams {
         mut resp: Response<Incoming>,
         client_upgrade: Option<hyper::upgrade::OnUpgrade>,
         client_version: Version,
-        conn_slot: &Arc<tokio::sync::OwnedSemaphorePermit>,
+        conn_slot: &Arc<super::ConnSlot>,
     ) -> Response<Body> {
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         match client_upgrade {

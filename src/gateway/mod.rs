@@ -60,9 +60,34 @@ pub struct ConnInfo {
     pub trusted_peer: bool,
     /// This connection's slot under `server.max_connections`. An upgraded connection
     /// (WebSocket) keeps a clone, so it counts until the tunnel closes.
-    pub slot: Arc<tokio::sync::OwnedSemaphorePermit>,
+    pub slot: Arc<ConnSlot>,
     /// The worker thread serving the connection ([`crate::workers`]).
     pub worker: usize,
+}
+
+/// A connection's hold on `server.max_connections` and on `authgate_open_connections`,
+/// released when the connection, or the tunnel it became, closes.
+#[derive(Debug)]
+pub struct ConnSlot {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    open: prometheus_client::metrics::gauge::Gauge,
+}
+
+impl ConnSlot {
+    /// Holds `permit` and counts the connection in `metrics`.
+    pub fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: &GatewayMetrics) -> ConnSlot {
+        metrics.open_connections.inc();
+        ConnSlot {
+            _permit: permit,
+            open: metrics.open_connections.clone(),
+        }
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.open.dec();
+    }
 }
 
 /// Everything one configuration builds. A reload builds a new one and swaps it in

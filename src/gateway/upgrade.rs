@@ -9,12 +9,9 @@ use hyper_util::rt::TokioIo;
 
 /// Joins the client's and the upstream's upgraded connections in a background task.
 /// `slot` (the connection's permit) is held until the tunnel closes, so tunnels count
-/// under `server.max_connections` and graceful shutdown waits for them (up to the grace).
-pub fn tunnel(
-    client: OnUpgrade,
-    upstream: OnUpgrade,
-    slot: Arc<tokio::sync::OwnedSemaphorePermit>,
-) {
+/// under `server.max_connections` and in `authgate_open_connections`, and graceful
+/// shutdown waits for them (up to the grace).
+pub fn tunnel(client: OnUpgrade, upstream: OnUpgrade, slot: Arc<super::ConnSlot>) {
     tokio::spawn(async move {
         let _slot = slot;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
