@@ -248,11 +248,9 @@ sweep_interval = "off"
 [oauth]
 access_token_ttl = "1h"
 
-# The issuance round sends thousands of token requests a second from one address and
-# one client: the brute-force limits would (rightly) refuse most of them.
-[rate_limits]
-oauth_per_ip = { rate = "off" }
-oauth_per_client = { rate = "off" }
+# No [rate_limits]: request rates are off by default, and failure counts never refuse a
+# client that authenticates. (Keys only the current build knows would also stop a
+# --baseline build of an earlier commit from starting.)
 
 [[client]]
 id = "bench"
@@ -526,6 +524,9 @@ def main():
     ap.add_argument("--serve", action="store_true",
                     help="start everything, print the ports, PIDs and a token, and wait (for profiling by hand)")
     ap.add_argument("--quick", action="store_true", help="1 round of 3 s: checks the script works")
+    ap.add_argument("--baseline", metavar="BIN",
+                    help="another authgate binary (e.g. a build of an earlier commit) measured in the same "
+                         "rounds, A B C A B C, so both see the same machine noise")
     ap.add_argument("--work", default=str(ROOT / "target" / "load"), help="output folder")
     args = ap.parse_args()
     if args.quick:
@@ -567,7 +568,19 @@ def main():
     if no_token != 401:
         raise Failure(f"authgate answered {no_token} without a token; expected 401")
     token = get_token(ag_https)
-    auth = f"Authorization: Bearer {token}"
+    tokens = {"authgate": token, "authgate-tls": token}
+    baseline = None
+    if args.baseline:
+        bwork = work / "baseline"
+        bwork.mkdir()
+        b_https, b_plain = free_port(), free_port()
+        baseline = Proc("authgate-baseline",
+                        [args.baseline, "--config", str(authgate_conf(bwork, b_https, b_plain, up)), "serve"],
+                        bwork / "authgate.log", env=env)
+        wait_port(b_https, baseline)
+        wait_port(b_plain, baseline)
+        btoken = get_token(b_https)
+        tokens.update({"baseline": btoken, "baseline-tls": btoken})
     for url in (f"http://127.0.0.1:{ag_plain}/items", f"https://127.0.0.1:{ag_https}/items"):
         s = status_of(url, {"Authorization": f"Bearer {token}"})
         if s != 200:
@@ -592,12 +605,21 @@ def main():
         "authgate-tls": {"name": "authgate TLS (auth)", "proc": authgate, "log": ag_check},
         "issue": {"name": "authgate token endpoint", "proc": authgate, "log": ag_check},
     }
+    if baseline:
+        b_check = LogCheck(work / "baseline" / "authgate.log", r"authgate::access.*status=(\d{3})")
+        targets["baseline"] = {"name": "authgate baseline", "proc": baseline, "log": b_check}
+        targets["baseline-tls"] = {"name": "authgate baseline TLS", "proc": baseline, "log": b_check}
+    extra = ["baseline"] if baseline else []
+    extra_tls = ["baseline-tls"] if baseline else []
     urls = {
         "nginx": f"http://127.0.0.1:{ng_plain}/items",
         "authgate": f"http://127.0.0.1:{ag_plain}/items",
         "nginx-tls": f"https://127.0.0.1:{ng_tls}/items",
         "authgate-tls": f"https://127.0.0.1:{ag_https}/items",
     }
+    if baseline:
+        urls["baseline"] = f"http://127.0.0.1:{b_plain}/items"
+        urls["baseline-tls"] = f"https://127.0.0.1:{b_https}/items"
     results = {}
 
     def wrk_runner(key):
@@ -605,7 +627,7 @@ def main():
             a = argparse.Namespace(**vars(args))
             if warmup:
                 a.duration = 2
-            return run_wrk(urls[key], a, headers=[auth])
+            return run_wrk(urls[key], a, headers=[f"Authorization: Bearer {tokens.get(key, token)}"])
         return run
 
     def by_target(keys, make):
@@ -613,10 +635,10 @@ def main():
         return [targets[k] for k in keys], lambda t, warmup: table[t["name"]](t, warmup)
 
     if "http1" in scenarios:
-        ts, run = by_target(["nginx", "authgate"], wrk_runner)
+        ts, run = by_target(["nginx", "authgate"] + extra, wrk_runner)
         scenario("http1", ts, run, args, results, args.connections)
     if "http1-tls" in scenarios:
-        ts, run = by_target(["nginx-tls", "authgate-tls"], wrk_runner)
+        ts, run = by_target(["nginx-tls", "authgate-tls"] + extra_tls, wrk_runner)
         scenario("http1-tls", ts, run, args, results, args.connections)
     if "h2-tls" in scenarios:
         def h2_runner(key):
@@ -624,9 +646,9 @@ def main():
                 a = argparse.Namespace(**vars(args))
                 if warmup:
                     a.duration = 2
-                return run_h2load(urls[key], a, [f"authorization: Bearer {token}"], work)
+                return run_h2load(urls[key], a, [f"authorization: Bearer {tokens.get(key, token)}"], work)
             return run
-        ts, run = by_target(["nginx-tls", "authgate-tls"], h2_runner)
+        ts, run = by_target(["nginx-tls", "authgate-tls"] + extra_tls, h2_runner)
         scenario("h2-tls", ts, run, args, results, args.h2_clients * args.h2_streams)
     if "issue" in scenarios:
         lua = write(
