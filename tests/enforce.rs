@@ -6,7 +6,7 @@ mod common;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use common::{json, post_form, Gate, Upstream};
+use common::{json, post_form, token, Gate, Upstream};
 
 fn config(upstream: &str) -> String {
     format!(
@@ -70,21 +70,6 @@ async fn setup() -> (Gate, Upstream, Arc<AtomicI64>) {
     )
     .await;
     (gate, up, now)
-}
-
-async fn token(gate: &Gate, id: &str, secret: &str) -> String {
-    let resp = post_form(
-        gate,
-        "/oauth/token",
-        Some((id, secret)),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    json(resp).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
 }
 
 async fn call(

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{json, post_form, Gate, Upstream, LIMIT};
+use common::{json, post_form, token, Gate, Upstream, LIMIT};
 
 const CLIENTS: &str = r#"
 [[client]]
@@ -28,19 +28,14 @@ fn api_route(upstream: &str, extra: &str) -> String {
     )
 }
 
-async fn token(gate: &Gate, id: &str, secret: &str) -> String {
-    let resp = post_form(
-        gate,
-        "/oauth/token",
-        Some((id, secret)),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    json(resp).await["access_token"]
-        .as_str()
+/// `method path` with `token` as Bearer.
+async fn call(gate: &Gate, method: &str, path: &str, token: &str) -> reqwest::Response {
+    gate.client()
+        .request(method.parse().unwrap(), gate.url(path))
+        .bearer_auth(token)
+        .send()
+        .await
         .unwrap()
-        .to_owned()
 }
 
 async fn scrape(addr: SocketAddr) -> String {
@@ -95,20 +90,10 @@ async fn metrics_are_scraped_and_change_with_traffic() {
     );
     let reader = token(&gate, "reader", "s1").await;
     for _ in 0..3 {
-        let r = c
-            .get(gate.url("/api/x"))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap();
+        let r = call(&gate, "GET", "/api/x", &reader).await;
         assert_eq!(r.status(), 200);
     }
-    let r = c
-        .post(gate.url("/api/x"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let r = call(&gate, "POST", "/api/x", &reader).await;
     assert_eq!(r.status(), 403);
     let r = c
         .get(gate.url("/api/x"))
@@ -359,29 +344,14 @@ async fn rate_limits_answer_429_with_retry_after_and_recover() {
     // A route limited per client: the burst of 2, then 429; another client is not
     // affected.
     for _ in 0..2 {
-        let r = c
-            .get(gate.url("/api/x"))
-            .bearer_auth(&reader)
-            .send()
-            .await
-            .unwrap();
+        let r = call(&gate, "GET", "/api/x", &reader).await;
         assert_eq!(r.status(), 200);
     }
-    let r = c
-        .get(gate.url("/api/x"))
-        .bearer_auth(&reader)
-        .send()
-        .await
-        .unwrap();
+    let r = call(&gate, "GET", "/api/x", &reader).await;
     assert_eq!(r.status(), 429);
     assert!(r.headers().contains_key("retry-after"));
 
-    let r = c
-        .get(gate.url("/api/x"))
-        .bearer_auth(&writer)
-        .send()
-        .await
-        .unwrap();
+    let r = call(&gate, "GET", "/api/x", &writer).await;
     assert_eq!(r.status(), 200);
 
     // A public route, limited per address (1/s): refused within a few requests (one

@@ -257,6 +257,22 @@ pub async fn post_form(
     req.send().await.unwrap()
 }
 
+/// A `client_credentials` access token for client `id` (asserts 200).
+pub async fn token(gate: &Gate, id: &str, secret: &str) -> String {
+    let resp = post_form(
+        gate,
+        "/oauth/token",
+        Some((id, secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    json(resp).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Reads a JSON response body.
 pub async fn json(resp: reqwest::Response) -> serde_json::Value {
     let bytes = resp.bytes().await.unwrap();
