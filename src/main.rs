@@ -477,6 +477,9 @@ fn serve(path: &std::path::Path) -> ExitCode {
         Err(e) => return fail(&format!("cannot start the async runtime: {e}")),
     };
     runtime.block_on(async move {
+        // Before anything slow: a SIGHUP during startup must not end the process (its
+        // default action); it is answered with a reload once serving.
+        let hangups = hangup_signals();
         let server = match server::Server::bind(cfg).await {
             Ok(s) => s,
             Err(e) => {
@@ -484,33 +487,43 @@ fn serve(path: &std::path::Path) -> ExitCode {
                 return fail(&e.to_string());
             }
         };
-        reload_on_sighup(server.reloader());
+        reload_on_sighup(hangups, server.reloader());
         server.run(shutdown_signal()).await;
         ExitCode::SUCCESS
     })
 }
 
-/// Reloads the configuration on every SIGHUP.
-fn reload_on_sighup(reloader: std::sync::Arc<authgate::reload::Reloader>) {
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// Takes over SIGHUP (`None` if the handler cannot be installed).
+fn hangup_signals() -> Hangups {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::hangup()) {
-            Ok(mut hup) => {
-                tokio::spawn(async move {
-                    while hup.recv().await.is_some() {
-                        // The outcome is logged by the reloader.
-                        let _ = reloader.reload("SIGHUP").await;
-                    }
-                });
-            }
-            Err(e) => {
+        signal(SignalKind::hangup())
+            .inspect_err(|e| {
                 tracing::warn!(error = %e, "cannot install the SIGHUP handler; reload by file change only")
+            })
+            .ok()
+    }
+}
+
+/// Reloads the configuration on every SIGHUP.
+fn reload_on_sighup(hangups: Hangups, reloader: std::sync::Arc<authgate::reload::Reloader>) {
+    #[cfg(unix)]
+    if let Some(mut hup) = hangups {
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                // The outcome is logged by the reloader.
+                let _ = reloader.reload("SIGHUP").await;
             }
-        }
+        });
     }
     #[cfg(not(unix))]
-    let _ = reloader;
+    let _ = (hangups, reloader);
 }
 
 /// `authgate healthcheck`.
