@@ -38,6 +38,12 @@ async fn call(gate: &Gate, method: &str, path: &str, token: &str) -> reqwest::Re
         .unwrap()
 }
 
+/// A gateway with `section` (TOML), the two clients and the `/api` route to `up`.
+async fn api_gate(up: &Upstream, section: &str) -> Gate {
+    let rest = format!("{section}\n{CLIENTS}{}", api_route(&up.url(), ""));
+    Gate::start("http_mode = \"serve\"", "", &rest).await
+}
+
 async fn scrape(addr: SocketAddr) -> String {
     let resp = reqwest::Client::new()
         .get(format!("http://{addr}/metrics"))
@@ -63,15 +69,7 @@ fn value(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn metrics_are_scraped_and_change_with_traffic() {
     let up = Upstream::start().await;
-    let gate = Gate::start(
-        "http_mode = \"serve\"",
-        "",
-        &format!(
-            "[metrics]\nlisten = \"127.0.0.1:0\"\n{CLIENTS}{}",
-            api_route(&up.url(), "")
-        ),
-    )
-    .await;
+    let gate = api_gate(&up, "[metrics]\nlisten = \"127.0.0.1:0\"").await;
     let ops = gate.metrics.expect("metrics listener");
     let before = scrape(ops).await;
     assert_eq!(
@@ -380,15 +378,8 @@ async fn rate_limits_answer_429_with_retry_after_and_recover() {
 #[tokio::test]
 async fn client_secrets_are_guarded_by_failure_counts_per_client_id() {
     let up = Upstream::start().await;
-    let gate = Gate::start(
-        "http_mode = \"serve\"",
-        "",
-        &format!(
-            "[rate_limits]\nclient_failures_per_id = 3\nclient_failures_window = \"1h\"\n{CLIENTS}{}",
-            api_route(&up.url(), "")
-        ),
-    )
-    .await;
+    let limits = "[rate_limits]\nclient_failures_per_id = 3\nclient_failures_window = \"1h\"";
+    let gate = api_gate(&up, limits).await;
     let issue = |id: &'static str, secret: &'static str| {
         post_form(
             &gate,
