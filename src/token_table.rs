@@ -1,23 +1,33 @@
 //! The cached token table on the request path: token value → checksum (no I/O) →
 //! SHA-256 → moka cache → store on a miss.
 //!
-//! - Entries expire no later than their token, and never later than `store.cache_ttl`
-//!   after they were read (which bounds how stale a cached token can be, e.g. if it was
-//!   revoked by another process).
-//! - Unknown, revoked and expired tokens are cached as `Unknown` for
+//! - A cached entry is at most `store.cache_ttl` old (moka's time to live), which bounds
+//!   how stale it can be, e.g. if the token was revoked by another process and the
+//!   revocation log has not been read yet.
+//! - Unknown, revoked and expired tokens are cached in a second, negative cache for
 //!   `store.negative_cache_ttl`, so a flood of the same bad token cannot reach the store;
 //!   random tokens fail the keyed checksum and never get past it.
 //! - Concurrent misses for one token are coalesced into one store query.
 //! - Expiry is checked against the clock on every hit, so a token is refused from the
 //!   second it expires, whatever the cache holds.
-//! - Revocation through authgate evicts at once ([`TokenTable::evict`],
-//!   [`TokenTable::evict_family`]).
+//! - Revocation through authgate takes effect at once: one token is evicted
+//!   ([`TokenTable::evict`]); a family, a client or a user is recorded in a small
+//!   revocation set that every hit on an entry loaded before it consults
+//!   ([`TokenTable::evict_family`]). Nothing scans the cache.
+//!
+//! Memory: an entry is moka's bookkeeping, a 16-byte key and a 32-byte [`CachedToken`].
+//! What a token allows — client, subject, scope, bound resources — is a [`Grant`]
+//! shared by every cached token with the same one (a client's `client_credentials`
+//! tokens, a user's tokens of one application), interned on the miss path.
 
-use std::sync::Arc;
+use std::borrow::Borrow;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use moka::future::Cache;
-use moka::Expiry;
 
 use crate::config::StoreConfig;
 use crate::oauth::Clock;
@@ -25,57 +35,235 @@ use crate::scope::Scope;
 use crate::store::{Revocation, Store, StoreError, TokenKind};
 use crate::token::{self, Codec, Kind, TokenHash};
 
-/// What the gateway knows about a valid access token.
+/// What a token allows, and to whom. Every cached token with the same client, subject,
+/// scope and bound resources points to one `Grant`.
 #[derive(Debug)]
-pub struct CachedToken {
+pub struct Grant {
     pub client_id: String,
     pub subject: Option<String>,
     pub scope: Scope,
     /// The scope as stored (for identity headers).
     pub scope_text: String,
-    pub expires_at: Option<i64>,
-    pub family: String,
     /// Bound resource ids and names.
     pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
-#[derive(Debug, Clone)]
-enum Entry {
-    Valid(Arc<CachedToken>),
-    Unknown,
-}
-
-struct TokenExpiry {
-    clock: Clock,
-    ttl: Duration,
-    negative: Duration,
-}
-
-impl Expiry<TokenHash, Entry> for TokenExpiry {
-    fn expire_after_create(&self, _: &TokenHash, value: &Entry, _: Instant) -> Option<Duration> {
-        Some(match value {
-            Entry::Unknown => self.negative,
-            Entry::Valid(t) => match t.expires_at {
-                None => self.ttl,
-                Some(exp) => {
-                    let left = u64::try_from(exp.saturating_sub((self.clock)())).unwrap_or(0);
-                    self.ttl.min(Duration::from_secs(left))
-                }
-            },
-        })
+// Equal texts parse to equal scopes: `scope` needs no comparing.
+impl PartialEq for Grant {
+    fn eq(&self, other: &Grant) -> bool {
+        self.client_id == other.client_id
+            && self.subject == other.subject
+            && self.scope_text == other.scope_text
+            && self.extra == other.extra
     }
+}
+
+impl Eq for Grant {}
+
+impl Hash for Grant {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.client_id.hash(h);
+        self.subject.hash(h);
+        self.scope_text.hash(h);
+    }
+}
+
+/// What the gateway knows about a valid access token: 32 bytes and a shared grant.
+#[derive(Debug, Clone)]
+pub struct CachedToken {
+    pub grant: Arc<Grant>,
+    /// Unix seconds; `i64::MAX` if the token does not expire.
+    expires_at: i64,
+    /// [`family_hash`] of the token's family.
+    family: u64,
+    /// [`TokenTable`]'s revocation generation when the store was read.
+    loaded_gen: u64,
+}
+
+impl CachedToken {
+    /// A token of `grant` that never expires and is in no revoked family (for tests and
+    /// benchmarks of the phases after authentication).
+    pub fn new(grant: Grant) -> CachedToken {
+        CachedToken {
+            grant: Arc::new(grant),
+            expires_at: i64::MAX,
+            family: 0,
+            loaded_gen: u64::MAX,
+        }
+    }
+
+    /// When the token expires (Unix seconds), if it does.
+    pub fn expires_at(&self) -> Option<i64> {
+        (self.expires_at != i64::MAX).then_some(self.expires_at)
+    }
+}
+
+/// The 64-bit hash a cached token keeps of its family. Two families with one hash only
+/// cost a store read when one of them is revoked; the store's answer is exact.
+fn family_hash(family: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    family.hash(&mut h);
+    h.finish()
+}
+
+/// The cache key: the first 128 bits of the token's SHA-256. A token whose hash shares
+/// them with a cached token's would take a 2^128 search, after passing the keyed
+/// checksum.
+fn cache_key(hash: &TokenHash) -> u128 {
+    let mut k = [0u8; 16];
+    k.copy_from_slice(&hash.0[..16]);
+    u128::from_le_bytes(k)
+}
+
+/// One grant per distinct content, shared by the tokens that carry it.
+#[derive(Default)]
+struct Grants {
+    inner: Mutex<Interned>,
+}
+
+#[derive(Default)]
+struct Interned {
+    set: HashSet<Shared>,
+    /// Drop grants no token holds any more once the set reaches this size.
+    prune_at: usize,
+}
+
+struct Shared(Arc<Grant>);
+
+impl Borrow<Grant> for Shared {
+    fn borrow(&self) -> &Grant {
+        &self.0
+    }
+}
+
+impl PartialEq for Shared {
+    fn eq(&self, other: &Shared) -> bool {
+        *self.0 == *other.0
+    }
+}
+
+impl Eq for Shared {}
+
+impl Hash for Shared {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.0.hash(h)
+    }
+}
+
+/// Grants kept at least, whatever holds them.
+const MIN_PRUNE_AT: usize = 1024;
+
+impl Grants {
+    fn intern(&self, grant: Grant) -> Arc<Grant> {
+        let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = inner.set.get(&grant) {
+            return shared.0.clone();
+        }
+        if inner.set.len() >= inner.prune_at {
+            // Amortised: the set at least doubles between two prunes.
+            inner.set.retain(|s| Arc::strong_count(&s.0) > 1);
+            inner.prune_at = (inner.set.len() * 2).max(MIN_PRUNE_AT);
+        }
+        let grant = Arc::new(grant);
+        inner.set.insert(Shared(grant.clone()));
+        grant
+    }
+
+    fn len(&self) -> usize {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set
+            .len()
+    }
+}
+
+/// Families, clients and users revoked in the last `2 × cache_ttl`, each with the
+/// generation of its latest revocation. A cached token loaded at an earlier generation
+/// that belongs to one of them is stale.
+#[derive(Default)]
+struct Revoked {
+    families: HashMap<u64, u64>,
+    clients: HashMap<String, u64>,
+    subjects: HashMap<String, u64>,
+    /// In revocation order, for pruning.
+    order: VecDeque<(Instant, Group, u64)>,
+}
+
+enum Group {
+    Family(u64),
+    Client(String),
+    Subject(String),
+}
+
+impl Revoked {
+    fn covers(&self, t: &CachedToken) -> bool {
+        let after = |g: Option<&u64>| g.is_some_and(|&gen| gen > t.loaded_gen);
+        after(self.families.get(&t.family))
+            || after(self.clients.get(t.grant.client_id.as_str()))
+            || t.grant
+                .subject
+                .as_deref()
+                .is_some_and(|s| after(self.subjects.get(s)))
+    }
+
+    /// Forgets revocations older than `keep`: every entry loaded before them has
+    /// expired from the cache.
+    fn prune(&mut self, now: Instant, keep: Duration) {
+        while let Some((at, _, _)) = self.order.front() {
+            if now.saturating_duration_since(*at) <= keep {
+                break;
+            }
+            let Some((_, group, gen)) = self.order.pop_front() else {
+                break;
+            };
+            fn drop_if<K: Eq + Hash>(m: &mut HashMap<K, u64>, k: &K, gen: u64) {
+                if m.get(k) == Some(&gen) {
+                    m.remove(k);
+                }
+            }
+            match &group {
+                Group::Family(f) => drop_if(&mut self.families, f, gen),
+                Group::Client(c) => drop_if(&mut self.clients, c, gen),
+                Group::Subject(s) => drop_if(&mut self.subjects, s, gen),
+            }
+        }
+    }
+}
+
+/// Why a miss produced no valid entry (moka caches only successes).
+#[derive(Debug, thiserror::Error)]
+enum Miss {
+    #[error("unknown token")]
+    Unknown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// The token table.
 pub struct TokenTable {
-    cache: Cache<TokenHash, Entry>,
+    valid: Cache<u128, CachedToken>,
+    unknown: Cache<u128, ()>,
+    grants: Grants,
+    revoked: RwLock<Revoked>,
+    /// Generation of the latest family, client or user revocation.
+    revoked_gen: AtomicU64,
     store: Arc<dyn Store>,
     codec: Codec,
     clock: Clock,
     cache_ttl: Duration,
-    /// Revocations applied from the log so far (see `load`).
-    evictions: std::sync::atomic::AtomicU64,
+    /// Revocations of any kind applied so far (see `load`).
+    evictions: AtomicU64,
     metrics: crate::metrics::CacheMetrics,
+}
+
+/// The cache of valid tokens as the table builds it, for any value type (the memory
+/// benchmark measures moka's own share with it).
+pub fn valid_cache<V: Clone + Send + Sync + 'static>(cfg: &StoreConfig) -> Cache<u128, V> {
+    Cache::builder()
+        .max_capacity(cfg.cache_capacity)
+        .time_to_live(cfg.cache_ttl)
+        .build()
 }
 
 /// Rows deleted per statement by the expired-row sweep.
@@ -84,22 +272,20 @@ const SWEEP_BATCH: u32 = 1000;
 impl TokenTable {
     /// A table over `store` with the cache bounds of `cfg`.
     pub fn new(store: Arc<dyn Store>, codec: Codec, clock: Clock, cfg: &StoreConfig) -> TokenTable {
-        let cache = Cache::builder()
-            .max_capacity(cfg.cache_capacity)
-            .expire_after(TokenExpiry {
-                clock: clock.clone(),
-                ttl: cfg.cache_ttl,
-                negative: cfg.negative_cache_ttl,
-            })
-            .support_invalidation_closures()
-            .build();
         TokenTable {
-            cache,
+            valid: valid_cache(cfg),
+            unknown: Cache::builder()
+                .max_capacity(cfg.cache_capacity)
+                .time_to_live(cfg.negative_cache_ttl)
+                .build(),
+            grants: Grants::default(),
+            revoked: RwLock::new(Revoked::default()),
+            revoked_gen: AtomicU64::new(0),
             store,
             codec,
             clock,
             cache_ttl: cfg.cache_ttl,
-            evictions: std::sync::atomic::AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
             metrics: crate::metrics::CacheMetrics::default(),
         }
     }
@@ -111,119 +297,155 @@ impl TokenTable {
 
     /// Updates the size gauge (before a scrape), once pending inserts are counted.
     pub async fn refresh_gauges(&self) {
-        self.cache.run_pending_tasks().await;
+        self.run_pending_tasks().await;
         self.metrics
             .size
-            .set(i64::try_from(self.cache.entry_count()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.len()).unwrap_or(i64::MAX));
     }
 
     /// The valid access token `value` names, or `None`. Errors only when the store is
     /// needed and unreachable.
-    pub async fn lookup(&self, value: &str) -> Result<Option<Arc<CachedToken>>, StoreError> {
+    pub async fn lookup(&self, value: &str) -> Result<Option<CachedToken>, StoreError> {
         if self.codec.verify(value, Kind::Access).is_err() {
             return Ok(None);
         }
         let hash = token::hash(value);
-        let loaded = std::sync::atomic::AtomicBool::new(false);
-        let load = async {
-            loaded.store(true, std::sync::atomic::Ordering::Relaxed);
-            self.load(hash).await
-        };
-        let entry = self
-            .cache
-            .try_get_with(hash, load)
-            .await
-            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
-        let counter = match (&entry, loaded.load(std::sync::atomic::Ordering::Relaxed)) {
-            (_, true) => &self.metrics.misses,
-            (Entry::Valid(_), false) => &self.metrics.hits,
-            (Entry::Unknown, false) => &self.metrics.negative_hits,
-        };
-        counter.inc();
-        Ok(match entry {
-            Entry::Valid(t) if t.expires_at.is_none_or(|e| (self.clock)() < e) => Some(t),
-            _ => None,
-        })
+        let key = cache_key(&hash);
+        let now = (self.clock)();
+        let live = |t: CachedToken| (now < t.expires_at).then_some(t);
+        match self.valid.get(&key).await {
+            Some(t) if !self.is_revoked(&t) => {
+                self.metrics.hits.inc();
+                return Ok(live(t));
+            }
+            // A family, client or user revocation may cover it: read it again.
+            Some(_) => self.valid.invalidate(&key).await,
+            None if self.unknown.contains_key(&key) => {
+                self.metrics.negative_hits.inc();
+                return Ok(None);
+            }
+            None => {}
+        }
+        self.metrics.misses.inc();
+        match self.valid.try_get_with(key, self.load(hash)).await {
+            Ok(t) if !self.is_revoked(&t) => Ok(live(t)),
+            // Loaded by a concurrent miss before a revocation covering it: the token
+            // was issued before the revocation, so the store holds it revoked too.
+            Ok(_) => {
+                self.valid.invalidate(&key).await;
+                Ok(None)
+            }
+            Err(e) => match &*e {
+                Miss::Unknown => {
+                    self.unknown.insert(key, ()).await;
+                    Ok(None)
+                }
+                Miss::Store(e) => Err(StoreError::Unavailable(e.to_string())),
+            },
+        }
     }
 
-    async fn load(&self, hash: TokenHash) -> Result<Entry, StoreError> {
-        // A revocation applied while the row was being read may have found nothing to
-        // evict yet: read again, so a revoked row is not cached as valid. (The eviction
-        // follows the commit, so the second read sees it.)
+    /// Whether a family, client or user revocation newer than the entry covers it.
+    fn is_revoked(&self, t: &CachedToken) -> bool {
+        if t.loaded_gen >= self.revoked_gen.load(Ordering::Acquire) {
+            return false;
+        }
+        self.revoked
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .covers(t)
+    }
+
+    async fn load(&self, hash: TokenHash) -> Result<CachedToken, Miss> {
+        // A token revocation applied while the row was being read may have found
+        // nothing to evict yet: read again, so a revoked row is not cached as valid.
+        // (The eviction follows the commit, so the second read sees it.) Group
+        // revocations are caught by `loaded_gen`, read before the row.
         let mut record = None;
+        let mut loaded_gen = 0;
         for _ in 0..3 {
-            let before = self.evictions.load(std::sync::atomic::Ordering::Acquire);
-            record = self.store.get_token(&hash).await?;
-            if self.evictions.load(std::sync::atomic::Ordering::Acquire) == before {
+            let before = self.evictions.load(Ordering::Acquire);
+            loaded_gen = self.revoked_gen.load(Ordering::Acquire);
+            // Bounded, so a revocation set entry kept 2 × cache_ttl outlives every
+            // entry loaded before it (see `Revoked::prune`).
+            record = tokio::time::timeout(self.cache_ttl, self.store.get_token(&hash))
+                .await
+                .map_err(|_| {
+                    StoreError::Unavailable("token lookup took longer than store.cache_ttl".into())
+                })??;
+            if self.evictions.load(Ordering::Acquire) == before {
                 break;
             }
         }
         let now = (self.clock)();
-        Ok(match record {
+        match record {
             Some(r) if r.kind == TokenKind::Access && r.is_active(now) => {
                 let scope = Scope::parse(&r.scope).unwrap_or_else(|_| Scope::empty());
-                Entry::Valid(Arc::new(CachedToken {
+                let grant = self.grants.intern(Grant {
                     client_id: r.client_id,
                     subject: r.subject,
                     scope,
                     scope_text: r.scope,
-                    expires_at: r.expires_at,
-                    family: r.family,
                     extra: r.extra,
-                }))
+                });
+                Ok(CachedToken {
+                    grant,
+                    expires_at: r.expires_at.unwrap_or(i64::MAX),
+                    family: family_hash(&r.family),
+                    loaded_gen,
+                })
             }
-            _ => Entry::Unknown,
-        })
+            _ => Err(Miss::Unknown),
+        }
     }
 
     fn count_eviction(&self, kind: &'static str) {
-        self.evictions
-            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.evictions.fetch_add(1, Ordering::AcqRel);
         self.metrics
             .revocations
             .get_or_create(&crate::metrics::KindLabel { kind })
             .inc();
     }
 
+    /// Records a group revocation: entries loaded before it that it covers are read
+    /// again on their next hit.
+    fn revoke_group(&self, group: Group) {
+        let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        revoked.prune(now, self.cache_ttl * 2 + Duration::from_secs(1));
+        let gen = self.revoked_gen.load(Ordering::Acquire) + 1;
+        match &group {
+            Group::Family(f) => revoked.families.insert(*f, gen),
+            Group::Client(c) => revoked.clients.insert(c.clone(), gen),
+            Group::Subject(s) => revoked.subjects.insert(s.clone(), gen),
+        };
+        revoked.order.push_back((now, group, gen));
+        // Published after the set holds it: a hit that sees the new generation finds it.
+        self.revoked_gen.store(gen, Ordering::Release);
+    }
+
     /// Forgets one token (it was revoked).
     pub async fn evict(&self, hash: &TokenHash) {
         self.count_eviction("token");
-        self.cache.invalidate(hash).await;
+        self.valid.invalidate(&cache_key(hash)).await;
     }
 
     /// Forgets every token of a grant (its refresh token was revoked or replayed).
     pub fn evict_family(&self, family: &str) {
         self.count_eviction("family");
-        let family = family.to_owned();
-        if let Err(e) = self
-            .cache
-            .invalidate_entries_if(move |_, v| matches!(v, Entry::Valid(t) if t.family == family))
-        {
-            // Only possible if the builder lacked support_invalidation_closures().
-            tracing::error!(error = %e, "cannot evict a token family; it expires with cache_ttl");
-        }
+        self.revoke_group(Group::Family(family_hash(family)));
     }
 
     /// Forgets every token of a client (it was removed).
     pub fn evict_client(&self, client_id: &str) {
         self.count_eviction("client");
-        let client_id = client_id.to_owned();
-        if let Err(e) = self.cache.invalidate_entries_if(
-            move |_, v| matches!(v, Entry::Valid(t) if t.client_id == client_id),
-        ) {
-            tracing::error!(error = %e, "cannot evict a client's tokens; they expire with cache_ttl");
-        }
+        self.revoke_group(Group::Client(client_id.to_owned()));
     }
 
     /// Forgets every token acting for a user (the user was removed).
     pub fn evict_subject(&self, subject: &str) {
         self.count_eviction("subject");
-        let subject = subject.to_owned();
-        if let Err(e) = self.cache.invalidate_entries_if(move |_, v| {
-            matches!(v, Entry::Valid(t) if t.subject.as_deref() == Some(subject.as_str()))
-        }) {
-            tracing::error!(error = %e, "cannot evict a user's tokens; they expire with cache_ttl");
-        }
+        self.revoke_group(Group::Subject(subject.to_owned()));
     }
 
     async fn apply(&self, revocation: &Revocation) {
@@ -267,7 +489,7 @@ impl TokenTable {
                         }
                         if let Some(since) = failing_since.take() {
                             if since.elapsed() > self.cache_ttl {
-                                self.cache.invalidate_all();
+                                self.valid.invalidate_all();
                             }
                             tracing::info!(
                                 after = ?since.elapsed(),
@@ -323,15 +545,21 @@ impl TokenTable {
         })
     }
 
-    /// Entries cached now (approximate).
+    /// Entries cached now, valid and negative (approximate).
     pub fn len(&self) -> u64 {
-        self.cache.entry_count()
+        self.valid.entry_count() + self.unknown.entry_count()
     }
 
-    /// Applies the cache's pending maintenance (inserts, evictions) now, which moka
+    /// Distinct grants the cached tokens share.
+    pub fn grants(&self) -> usize {
+        self.grants.len()
+    }
+
+    /// Applies the caches' pending maintenance (inserts, evictions) now, which moka
     /// otherwise does in the background: then [`TokenTable::len`] is exact.
     pub async fn run_pending_tasks(&self) {
-        self.cache.run_pending_tasks().await;
+        self.valid.run_pending_tasks().await;
+        self.unknown.run_pending_tasks().await;
     }
 
     /// Whether nothing is cached.
@@ -606,5 +834,120 @@ mod tests {
         f.store.revoke_family("fam", start).await.unwrap();
         f.table.evict_family("fam");
         assert!(f.table.lookup(&fam).await.unwrap().is_none());
+    }
+
+    async fn issue_as(f: &Fixture, client: &str, subject: &str, family: &str) -> String {
+        let value = f.codec.mint(Kind::Access).expose().to_owned();
+        let record = TokenRecord {
+            hash: token::hash(&value),
+            kind: TokenKind::Access,
+            client_id: client.into(),
+            subject: Some(subject.into()),
+            scope: "links.r".into(),
+            family: family.into(),
+            parent: None,
+            extra: serde_json::Map::new(),
+            issued_at: 0,
+            expires_at: None,
+            revoked_at: None,
+            used_at: None,
+        };
+        f.store.insert_tokens(&[record]).await.unwrap();
+        value
+    }
+
+    #[tokio::test]
+    async fn group_revocations_cover_exactly_the_tokens_cached_before_them() {
+        let f = fixture().await;
+        let now = f.now.load(Ordering::SeqCst);
+        let a1 = issue_as(&f, "a", "alice", "fa1").await;
+        let a2 = issue_as(&f, "a", "bob", "fa2").await;
+        let b1 = issue_as(&f, "b", "alice", "fb1").await;
+        let b2 = issue_as(&f, "b", "carol", "fb2").await;
+        for t in [&a1, &a2, &b1, &b2] {
+            assert!(f.table.lookup(t).await.unwrap().is_some());
+        }
+        let reads = f.store.gets.load(Ordering::SeqCst);
+
+        // A family: only its token goes, and only it is read again.
+        f.store.revoke_family("fa2", now).await.unwrap();
+        f.table.evict_family("fa2");
+        assert!(f.table.lookup(&a2).await.unwrap().is_none());
+        for t in [&a1, &b1, &b2] {
+            assert!(f.table.lookup(t).await.unwrap().is_some());
+        }
+        assert_eq!(f.store.gets.load(Ordering::SeqCst), reads + 1);
+
+        // A user: alice's tokens of both clients go, carol's stays.
+        f.store.delete_user("alice", now).await.unwrap();
+        f.table.evict_subject("alice");
+        assert!(f.table.lookup(&a1).await.unwrap().is_none());
+        assert!(f.table.lookup(&b1).await.unwrap().is_none());
+        assert!(f.table.lookup(&b2).await.unwrap().is_some());
+
+        // A client: its tokens go; a token it is issued afterwards (the client added
+        // again under the same id) is valid.
+        f.store.delete_client("b", now).await.unwrap();
+        f.table.evict_client("b");
+        assert!(f.table.lookup(&b2).await.unwrap().is_none());
+        let again = issue_as(&f, "b", "carol", "fb3").await;
+        assert!(f.table.lookup(&again).await.unwrap().is_some());
+        assert!(f.table.lookup(&again).await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn tokens_of_one_grant_share_it_and_unused_grants_are_dropped() {
+        let f = fixture().await;
+        let one = issue_as(&f, "a", "alice", "f1").await;
+        let two = issue_as(&f, "a", "alice", "f2").await;
+        let other = issue_as(&f, "a", "bob", "f3").await;
+        let g1 = f.table.lookup(&one).await.unwrap().unwrap().grant;
+        let g2 = f.table.lookup(&two).await.unwrap().unwrap().grant;
+        let g3 = f.table.lookup(&other).await.unwrap().unwrap().grant;
+        assert!(Arc::ptr_eq(&g1, &g2));
+        assert!(!Arc::ptr_eq(&g1, &g3));
+        assert_eq!(f.table.grants(), 2);
+
+        // Grants no cached token holds are pruned as the set grows.
+        drop((g1, g2, g3));
+        f.table.valid.invalidate_all();
+        f.table.run_pending_tasks().await;
+        for i in 0..MIN_PRUNE_AT + 1 {
+            let t = issue_as(&f, "a", &format!("user-{i}"), "f").await;
+            f.table.lookup(&t).await.unwrap().unwrap();
+            f.table.evict(&token::hash(&t)).await;
+            f.table.run_pending_tasks().await;
+        }
+        assert!(
+            f.table.grants() < MIN_PRUNE_AT,
+            "{} grants kept",
+            f.table.grants()
+        );
+    }
+
+    #[test]
+    fn revocations_are_forgotten_once_older_than_what_the_cache_keeps() {
+        let mut r = Revoked::default();
+        let t0 = Instant::now();
+        let keep = Duration::from_secs(61);
+        r.families.insert(7, 1);
+        r.order.push_back((t0, Group::Family(7), 1));
+        r.clients.insert("c".into(), 2);
+        r.order
+            .push_back((t0 + Duration::from_secs(30), Group::Client("c".into()), 2));
+        // Revoked again later: the earlier record must not drop the later one.
+        r.families.insert(7, 3);
+        r.order
+            .push_back((t0 + Duration::from_secs(40), Group::Family(7), 3));
+
+        r.prune(t0 + Duration::from_secs(61), keep);
+        assert_eq!(r.order.len(), 3);
+        r.prune(t0 + Duration::from_secs(62), keep);
+        assert_eq!(r.families.get(&7), Some(&3));
+        assert_eq!(r.order.len(), 2);
+        r.prune(t0 + Duration::from_secs(92), keep);
+        assert!(r.clients.is_empty());
+        r.prune(t0 + Duration::from_secs(102), keep);
+        assert!(r.families.is_empty() && r.order.is_empty());
     }
 }

@@ -6,8 +6,6 @@
 //! query string (`access_token=`) only where the route allows it. Two `Authorization`
 //! headers, two different tokens, or a refused query token are 400 `invalid_request`.
 
-use std::sync::Arc;
-
 use http::header::{HeaderMap, HeaderName, AUTHORIZATION};
 
 use crate::config::TokenHeader;
@@ -20,7 +18,7 @@ pub static X_ACCESS_TOKEN: HeaderName = HeaderName::from_static("x-access-token"
 /// Proof that the request carries a valid access token.
 #[derive(Debug)]
 pub struct Authenticated {
-    pub token: Arc<CachedToken>,
+    pub token: CachedToken,
 }
 
 /// Finds the token value the request presents. No I/O, no allocation.

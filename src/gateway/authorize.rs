@@ -12,7 +12,7 @@ use crate::token_table::CachedToken;
 /// Proof that the caller may use the route with this method.
 #[derive(Debug)]
 pub struct Authorized {
-    pub token: std::sync::Arc<CachedToken>,
+    pub token: CachedToken,
 }
 
 /// Checks `access` for `method` against the token's scope. No I/O, no allocation unless
@@ -48,8 +48,8 @@ pub fn check(access: &Access, method: &Method, token: &CachedToken) -> Result<()
         Access::Perimeter { resource, level } => {
             let right = Right::for_method(method.as_str()).ok_or(GatewayError::MethodNotAllowed)?;
             let ok = match level {
-                None => token.scope.allows(resource, right),
-                Some(l) => token.scope.level_allows(l, resource, right),
+                None => token.grant.scope.allows(resource, right),
+                Some(l) => token.grant.scope.level_allows(l, resource, right),
             };
             if ok {
                 return Ok(());
@@ -65,7 +65,7 @@ pub fn check(access: &Access, method: &Method, token: &CachedToken) -> Result<()
 }
 
 fn need(required: &crate::scope::Scope, token: &CachedToken) -> Result<(), GatewayError> {
-    if required.is_subset_of(&token.scope) {
+    if required.is_subset_of(&token.grant.scope) {
         Ok(())
     } else {
         Err(GatewayError::InsufficientScope {
@@ -88,17 +88,16 @@ pub fn authorize(
 mod tests {
     use super::*;
     use crate::scope::Scope;
+    use crate::token_table::Grant;
 
     fn token(scope: &str) -> CachedToken {
-        CachedToken {
+        CachedToken::new(Grant {
             client_id: "c".into(),
             subject: None,
             scope: Scope::parse(scope).unwrap(),
             scope_text: scope.into(),
-            expires_at: None,
-            family: "f".into(),
             extra: serde_json::Map::new(),
-        }
+        })
     }
 
     fn perimeter(resource: &str, level: Option<&str>) -> Access {

@@ -62,7 +62,7 @@ impl IdentityHeaders {
             headers.remove(AUTHORIZATION);
             headers.remove(&X_ACCESS_TOKEN);
         }
-        let t = &caller.token;
+        let t = &*caller.token.grant;
         let mut set = |name: HeaderName, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
                 headers.insert(name, v);
@@ -91,8 +91,7 @@ impl IdentityHeaders {
 mod tests {
     use super::*;
     use crate::scope::Scope;
-    use crate::token_table::CachedToken;
-    use std::sync::Arc;
+    use crate::token_table::{CachedToken, Grant};
 
     #[test]
     fn spoofed_headers_go_and_identity_arrives() {
@@ -106,13 +105,11 @@ mod tests {
         let mut extra = serde_json::Map::new();
         extra.insert("location_id".into(), "3r4s3-1".into());
         let caller = Authorized {
-            token: Arc::new(CachedToken {
+            token: CachedToken::new(Grant {
                 client_id: "app".into(),
                 subject: Some("alice".into()),
                 scope: Scope::parse("profile").unwrap(),
                 scope_text: "profile".into(),
-                expires_at: None,
-                family: "f".into(),
                 extra,
             }),
         };

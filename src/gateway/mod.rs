@@ -163,7 +163,10 @@ pub struct Gateway {
 struct RequestCtx {
     route: Option<usize>,
     upstream: Option<usize>,
+    /// The client an OAuth endpoint authenticated.
     client_id: Option<String>,
+    /// The grant of the request's access token (shared, so no copy of its client id).
+    grant: Option<Arc<crate::token_table::Grant>>,
     /// `public`, `allowed`, or why access was refused.
     auth: &'static str,
     /// What answered, when not a route.
@@ -172,6 +175,16 @@ struct RequestCtx {
     rate_limited: bool,
     /// When the request went to the upstream (for the latency histogram).
     sent: Option<Instant>,
+}
+
+impl RequestCtx {
+    /// The client the request acted for, if it was authenticated.
+    fn client_id(&self) -> Option<&str> {
+        match &self.grant {
+            Some(g) => Some(&g.client_id),
+            None => self.client_id.as_deref(),
+        }
+    }
 }
 
 impl Gateway {
@@ -277,7 +290,9 @@ impl Gateway {
         let started = Instant::now();
         let snap = self.current.load_full();
         let method = req.method().clone();
-        let path = req.uri().path().to_owned();
+        // A clone shares the request's bytes: no allocation.
+        let uri = req.uri().clone();
+        let path = uri.path();
         let peer = conn.peer.ip().to_canonical();
         // Trust follows the configuration in force, also on connections opened before a
         // reload changed `trusted_proxies`.
@@ -304,6 +319,7 @@ impl Gateway {
             route: None,
             upstream: None,
             client_id: None,
+            grant: None,
             auth: "",
             own: None,
             rate_limited: false,
@@ -363,9 +379,9 @@ impl Gateway {
                 auth: ctx.auth,
             })
             .inc();
-        let upstream = match (ctx.route, ctx.upstream) {
-            (Some(r), Some(u)) => snap.config.routes[r].upstreams[u].to_string(),
-            _ => String::new(),
+        let upstream: &dyn std::fmt::Display = match (ctx.route, ctx.upstream) {
+            (Some(r), Some(u)) => &snap.config.routes[r].upstreams[u],
+            _ => &"",
         };
         tracing::info!(
             target: "authgate::access",
@@ -375,7 +391,7 @@ impl Gateway {
             latency_us = done.saturating_duration_since(started).as_micros() as u64,
             route = ctx.route.map(|r| r as i64).unwrap_or(-1),
             %upstream,
-            client_id = ctx.client_id.as_deref().unwrap_or(""),
+            client_id = ctx.client_id().unwrap_or(""),
             auth = ctx.auth,
             client_ip = %client_ip,
             "request"
@@ -599,9 +615,9 @@ async fn decide(
             let auth =
                 authenticate::authenticate(tokens, headers, query, accepted, rc.allow_query_token)
                     .await?;
-            ctx.client_id = Some(auth.token.client_id.clone());
+            let grant = ctx.grant.insert(auth.token.grant.clone());
             snap.limits
-                .route(index, ctx.client_id.as_deref(), client_ip)
+                .route(index, Some(&grant.client_id), client_ip)
                 .map_err(limited)?;
             let authorized = authorize::authorize(access, method, auth)?;
             ctx.auth = "allowed";
