@@ -657,9 +657,7 @@ def main():
             f'wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"\n'
             f'wrk.headers["Authorization"] = "{BASIC}"\n',
         )
-        db = work / "authgate.db"
-
-        def stored():
+        def stored(db):
             out = subprocess.run(
                 ["sqlite3", str(db), "SELECT count(*) FROM tokens WHERE client_id = 'bench'"],
                 capture_output=True, text=True,
@@ -668,18 +666,28 @@ def main():
                 raise Failure(f"cannot count stored tokens: {out.stderr}")
             return int(out.stdout.strip())
 
+        # Each authgate's token endpoint, and the database it writes to.
+        issuers = {"authgate token endpoint": (ag_https, work / "authgate.db")}
+        issue_targets = [targets["issue"]]
+        if baseline:
+            targets["baseline-issue"] = {"name": "authgate baseline token endpoint",
+                                         "proc": baseline, "log": b_check}
+            issuers[targets["baseline-issue"]["name"]] = (b_https, work / "baseline" / "authgate.db")
+            issue_targets.append(targets["baseline-issue"])
+
         def issue(t, warmup):
             a = argparse.Namespace(**vars(args))
             if warmup:
                 a.duration = 2
-            before = stored()
-            res = run_wrk(f"https://127.0.0.1:{ag_https}/oauth/token", a, script=lua)
-            after = stored()
+            port, db = issuers[t["name"]]
+            before = stored(db)
+            res = run_wrk(f"https://127.0.0.1:{port}/oauth/token", a, script=lua)
+            after = stored(db)
             if after - before < res["requests"]:
                 raise Failure(f"{res['requests']} tokens answered but {after - before} stored")
             return res
 
-        scenario("issue", [targets["issue"]], issue, args, results, args.connections)
+        scenario("issue", issue_targets, issue, args, results, args.connections)
 
     loaded_rss = authgate.rss_kib()
     rows = summarize(results)
