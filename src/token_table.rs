@@ -65,6 +65,15 @@ impl Hash for Grant {
         self.client_id.hash(h);
         self.subject.hash(h);
         self.scope_text.hash(h);
+        // Grants that differ only in their bound resources (one per HubRise location)
+        // must not share a hash bucket.
+        for (k, v) in &self.extra {
+            k.hash(h);
+            match v {
+                serde_json::Value::String(s) => s.hash(h),
+                other => other.to_string().hash(h),
+            }
+        }
     }
 }
 
@@ -178,11 +187,14 @@ impl Grants {
     }
 }
 
-/// Families, clients and users revoked in the last `2 × cache_ttl`, each with the
-/// generation of its latest revocation. A cached token loaded at an earlier generation
-/// that belongs to one of them is stale.
+/// Tokens, families, clients and users revoked in the last `2 × cache_ttl`, each with
+/// the generation of its latest revocation. A cached token loaded at an earlier
+/// generation that one of them covers is stale. (Evicting a token is not enough: moka
+/// inserts a load's result after it completes, so a load that read the row before the
+/// revocation could insert it after the eviction.)
 #[derive(Default)]
 struct Revoked {
+    tokens: HashMap<u128, u64>,
     families: HashMap<u64, u64>,
     clients: HashMap<String, u64>,
     subjects: HashMap<String, u64>,
@@ -191,15 +203,17 @@ struct Revoked {
 }
 
 enum Group {
+    Token(u128),
     Family(u64),
     Client(String),
     Subject(String),
 }
 
 impl Revoked {
-    fn covers(&self, t: &CachedToken) -> bool {
+    fn covers(&self, key: u128, t: &CachedToken) -> bool {
         let after = |g: Option<&u64>| g.is_some_and(|&gen| gen > t.loaded_gen);
-        after(self.families.get(&t.family))
+        after(self.tokens.get(&key))
+            || after(self.families.get(&t.family))
             || after(self.clients.get(t.grant.client_id.as_str()))
             || t.grant
                 .subject
@@ -223,6 +237,7 @@ impl Revoked {
                 }
             }
             match &group {
+                Group::Token(k) => drop_if(&mut self.tokens, k, gen),
                 Group::Family(f) => drop_if(&mut self.families, f, gen),
                 Group::Client(c) => drop_if(&mut self.clients, c, gen),
                 Group::Subject(s) => drop_if(&mut self.subjects, s, gen),
@@ -246,14 +261,12 @@ pub struct TokenTable {
     unknown: Cache<u128, ()>,
     grants: Grants,
     revoked: RwLock<Revoked>,
-    /// Generation of the latest family, client or user revocation.
+    /// Generation of the latest revocation.
     revoked_gen: AtomicU64,
     store: Arc<dyn Store>,
     codec: Codec,
     clock: Clock,
     cache_ttl: Duration,
-    /// Revocations of any kind applied so far (see `load`).
-    evictions: AtomicU64,
     metrics: crate::metrics::CacheMetrics,
 }
 
@@ -285,7 +298,6 @@ impl TokenTable {
             codec,
             clock,
             cache_ttl: cfg.cache_ttl,
-            evictions: AtomicU64::new(0),
             metrics: crate::metrics::CacheMetrics::default(),
         }
     }
@@ -314,11 +326,11 @@ impl TokenTable {
         let now = (self.clock)();
         let live = |t: CachedToken| (now < t.expires_at).then_some(t);
         match self.valid.get(&key).await {
-            Some(t) if !self.is_revoked(&t) => {
+            Some(t) if !self.is_revoked(key, &t) => {
                 self.metrics.hits.inc();
                 return Ok(live(t));
             }
-            // A family, client or user revocation may cover it: read it again.
+            // A revocation may cover it: read it again.
             Some(_) => self.valid.invalidate(&key).await,
             None if self.unknown.contains_key(&key) => {
                 self.metrics.negative_hits.inc();
@@ -328,12 +340,16 @@ impl TokenTable {
         }
         self.metrics.misses.inc();
         match self.valid.try_get_with(key, self.load(hash)).await {
-            Ok(t) if !self.is_revoked(&t) => Ok(live(t)),
-            // Loaded by a concurrent miss before a revocation covering it: the token
-            // was issued before the revocation, so the store holds it revoked too.
+            Ok(t) if !self.is_revoked(key, &t) => Ok(live(t)),
+            // Loaded by a concurrent miss from before a revocation that may cover it:
+            // read the store once more, for this request only.
             Ok(_) => {
                 self.valid.invalidate(&key).await;
-                Ok(None)
+                match self.load(hash).await {
+                    Ok(t) => Ok(live(t)),
+                    Err(Miss::Unknown) => Ok(None),
+                    Err(Miss::Store(e)) => Err(e),
+                }
             }
             Err(e) => match &*e {
                 Miss::Unknown => {
@@ -345,38 +361,28 @@ impl TokenTable {
         }
     }
 
-    /// Whether a family, client or user revocation newer than the entry covers it.
-    fn is_revoked(&self, t: &CachedToken) -> bool {
+    /// Whether a revocation newer than the entry covers it.
+    fn is_revoked(&self, key: u128, t: &CachedToken) -> bool {
         if t.loaded_gen >= self.revoked_gen.load(Ordering::Acquire) {
             return false;
         }
         self.revoked
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .covers(t)
+            .covers(key, t)
     }
 
     async fn load(&self, hash: TokenHash) -> Result<CachedToken, Miss> {
-        // A token revocation applied while the row was being read may have found
-        // nothing to evict yet: read again, so a revoked row is not cached as valid.
-        // (The eviction follows the commit, so the second read sees it.) Group
-        // revocations are caught by `loaded_gen`, read before the row.
-        let mut record = None;
-        let mut loaded_gen = 0;
-        for _ in 0..3 {
-            let before = self.evictions.load(Ordering::Acquire);
-            loaded_gen = self.revoked_gen.load(Ordering::Acquire);
-            // Bounded, so a revocation set entry kept 2 × cache_ttl outlives every
-            // entry loaded before it (see `Revoked::prune`).
-            record = tokio::time::timeout(self.cache_ttl, self.store.get_token(&hash))
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable("token lookup took longer than store.cache_ttl".into())
-                })??;
-            if self.evictions.load(Ordering::Acquire) == before {
-                break;
-            }
-        }
+        // Read before the row: a revocation committed after this is newer than the
+        // entry, and its first hit reads the row again (see `is_revoked`).
+        let loaded_gen = self.revoked_gen.load(Ordering::Acquire);
+        // Bounded, so a revocation kept 2 × cache_ttl outlives every entry loaded
+        // before it (see `Revoked::prune`).
+        let record = tokio::time::timeout(self.cache_ttl, self.store.get_token(&hash))
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable("token lookup took longer than store.cache_ttl".into())
+            })??;
         let now = (self.clock)();
         match record {
             Some(r) if r.kind == TokenKind::Access && r.is_active(now) => {
@@ -400,21 +406,21 @@ impl TokenTable {
     }
 
     fn count_eviction(&self, kind: &'static str) {
-        self.evictions.fetch_add(1, Ordering::AcqRel);
         self.metrics
             .revocations
             .get_or_create(&crate::metrics::KindLabel { kind })
             .inc();
     }
 
-    /// Records a group revocation: entries loaded before it that it covers are read
-    /// again on their next hit.
+    /// Records a revocation: entries loaded before it that it covers are read again on
+    /// their next hit.
     fn revoke_group(&self, group: Group) {
         let mut revoked = self.revoked.write().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
         revoked.prune(now, self.cache_ttl * 2 + Duration::from_secs(1));
         let gen = self.revoked_gen.load(Ordering::Acquire) + 1;
         match &group {
+            Group::Token(k) => revoked.tokens.insert(*k, gen),
             Group::Family(f) => revoked.families.insert(*f, gen),
             Group::Client(c) => revoked.clients.insert(c.clone(), gen),
             Group::Subject(s) => revoked.subjects.insert(s.clone(), gen),
@@ -427,7 +433,9 @@ impl TokenTable {
     /// Forgets one token (it was revoked).
     pub async fn evict(&self, hash: &TokenHash) {
         self.count_eviction("token");
-        self.valid.invalidate(&cache_key(hash)).await;
+        let key = cache_key(hash);
+        self.revoke_group(Group::Token(key));
+        self.valid.invalidate(&key).await;
     }
 
     /// Forgets every token of a grant (its refresh token was revoked or replayed).
@@ -580,6 +588,8 @@ mod tests {
     struct Counting {
         inner: Arc<dyn Store>,
         gets: AtomicUsize,
+        /// Read the row first, then hold the answer back (a load in flight).
+        read_first: std::sync::atomic::AtomicBool,
     }
 
     #[async_trait]
@@ -631,6 +641,12 @@ mod tests {
             self.inner.insert_tokens(t).await
         }
         async fn get_token(&self, h: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+            if self.read_first.load(Ordering::SeqCst) {
+                let row = self.inner.get_token(h).await;
+                self.gets.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                return row;
+            }
             self.gets.fetch_add(1, Ordering::SeqCst);
             // Slow enough that concurrent misses overlap.
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -715,6 +731,7 @@ mod tests {
         let store = Arc::new(Counting {
             inner,
             gets: AtomicUsize::new(0),
+            read_first: std::sync::atomic::AtomicBool::new(false),
         });
         let now = Arc::new(AtomicI64::new(1_000_000));
         let clock_now = now.clone();
@@ -854,6 +871,31 @@ mod tests {
         };
         f.store.insert_tokens(&[record]).await.unwrap();
         value
+    }
+
+    #[tokio::test]
+    async fn a_token_revoked_while_its_row_is_being_read_is_not_served_afterwards() {
+        let f = fixture().await;
+        let now = f.now.load(Ordering::SeqCst);
+        let token = issue(&f, None).await;
+        let hash = token::hash(&token);
+        f.store.read_first.store(true, Ordering::SeqCst);
+        let table = f.table.clone();
+        let value = token.clone();
+        let in_flight = tokio::spawn(async move { table.lookup(&value).await.unwrap() });
+        // The row has been read as valid; the load has not finished.
+        while f.store.gets.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        f.store.revoke_token(&hash, now).await.unwrap();
+        f.table.evict(&hash).await;
+        // The request already in flight may still pass (it started before the
+        // revocation); every one after the eviction must not.
+        let _ = in_flight.await.unwrap();
+        f.store.read_first.store(false, Ordering::SeqCst);
+        for _ in 0..3 {
+            assert!(f.table.lookup(&token).await.unwrap().is_none());
+        }
     }
 
     #[tokio::test]
