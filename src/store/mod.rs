@@ -8,9 +8,12 @@
 //!
 //! Durability: a method returns only after its transaction committed (SQLite with
 //! `synchronous = FULL`), so a token is on disk before the response carrying it is sent.
+//! A write that meets a conflicting one is retried whole ([`retry`]); a revocation is
+//! committed or reported failed, never answered as done while the token lives on.
 
 pub mod instrumented;
 pub mod postgres;
+mod retry;
 mod rows;
 pub mod scratch;
 pub mod sqlite;
@@ -33,6 +36,10 @@ pub enum StoreError {
     /// The store is unreachable or failed a query: callers answer 503.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A write met a conflicting one (lock held, deadlock, serialization failure) and
+    /// was retried ([`retry`]) to no avail; nothing was written. Callers answer 503.
+    #[error("store busy: {0}")]
+    Contended(String),
     /// A record with this key exists already.
     #[error("{0} already exists")]
     Conflict(String),
@@ -47,6 +54,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(db) if db.is_unique_violation() => {
                 StoreError::Conflict("record".into())
             }
+            _ if retry::is_transient(&e) => StoreError::Contended(e.to_string()),
             _ => StoreError::Unavailable(e.to_string()),
         }
     }

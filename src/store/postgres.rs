@@ -17,6 +17,8 @@
 //!   COMMITTED an UPDATE only sees rows committed before it started, so without them a
 //!   family, client or user revocation could miss the tokens a rotation running at the
 //!   same moment inserts; with them, the revocation waits for the insert and sees it.
+//! - Deadlocks (`40P01`) and serialization failures (`40001`) roll the transaction back
+//!   and it runs again whole ([`retry`]); the caller sees an error only if they persist.
 
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -27,6 +29,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolO
 use sqlx::{ConnectOptions, Connection, Row};
 use tokio::sync::Notify;
 
+use super::retry;
 use super::rows::{self, sql, TOKEN_COLUMNS};
 use super::{
     redact_url, ClientRecord, CodeRecord, PoolOptions, Redeem, Revocation, Rotation, Store,
@@ -352,6 +355,203 @@ fn conflict(e: sqlx::Error, what: String) -> StoreError {
     }
 }
 
+/// Single attempts of the writes that [`retry::retry`] repeats on a conflict.
+impl PgStore {
+    async fn delete_client_once(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx, vec![(lock_key("c", id), Hold::Exclusive)]).await?;
+        sqlx::query(
+            "UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let done = sqlx::query("DELETE FROM clients WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Client(id.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn regrant_token_once(
+        &self,
+        hash: &TokenHash,
+        scope: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        family: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        // Logged like a revocation, so other instances drop the old grant from their
+        // caches at once. The token moves from its old family to `family`: the grant
+        // locks of both (exclusive on the old one, which loses a token, like a
+        // revocation) and of its client and subject, in key order, so a family, client
+        // or user revocation running now either sees the new grant or waits for it.
+        let mut tx = self.pool.begin().await?;
+        let current = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current.as_ref().map(rows::token).transpose()? else {
+            return Ok(());
+        };
+        let mut moved = current.clone();
+        moved.family = family.to_owned();
+        let mut keys = token_keys(
+            std::slice::from_ref(&current),
+            Hold::Shared,
+            Hold::Exclusive,
+        );
+        keys.extend(token_keys(
+            std::slice::from_ref(&moved),
+            Hold::Shared,
+            Hold::Shared,
+        ));
+        lock(&mut tx, keys).await?;
+        sqlx::query("UPDATE tokens SET scope = $1, extra = $2, family = $3 WHERE hash = $4")
+            .bind(scope)
+            .bind(serde_json::Value::Object(extra.clone()).to_string())
+            .bind(family)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn insert_tokens_once(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        insert_tokens_in(&mut tx, tokens).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_token_once(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
+            return Ok(None);
+        };
+        // A refresh token stands for its whole grant (RFC 7009 §2.1). No row lock is
+        // taken before the family lock, which rotations take first too.
+        match record.kind {
+            TokenKind::Refresh => {
+                revoke_family_in(&mut tx, &record.family, now).await?;
+            }
+            TokenKind::Access => {
+                sqlx::query(
+                    "UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
+                )
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+                log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(Some(record))
+    }
+
+    async fn revoke_family_once(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let n = revoke_family_in(&mut tx, family, now).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    async fn rotate_refresh_once(
+        &self,
+        old: &TokenHash,
+        new: &[TokenRecord],
+        keep_old: bool,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        // The grant's locks first (the family exclusively: its rotations and revocations
+        // take turns), then the row FOR UPDATE: concurrent exchanges of one refresh token,
+        // on any instance, queue; the second reads it after the first committed and sees
+        // it used.
+        let mut tx = self.pool.begin().await?;
+        let grant = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh'"
+        ))
+        .bind(&old.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(grant) = grant.as_ref().map(rows::token).transpose()? else {
+            return Ok(Rotation::Invalid);
+        };
+        let mut keys = token_keys(std::slice::from_ref(&grant), Hold::Shared, Hold::Exclusive);
+        keys.extend(token_keys(new, Hold::Shared, Hold::Shared));
+        lock(&mut tx, keys).await?;
+        let row = sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh' FOR UPDATE"
+        ))
+        .bind(&old.0[..])
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
+            return Ok(Rotation::Invalid);
+        };
+        if record.used_at.is_some() {
+            revoke_family_in(&mut tx, &record.family, now).await?;
+            tx.commit().await?;
+            return Ok(Rotation::Reused {
+                family: record.family,
+            });
+        }
+        if !record.is_active(now) {
+            return Ok(Rotation::Invalid);
+        }
+        if !keep_old {
+            sqlx::query("UPDATE tokens SET used_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(&old.0[..])
+                .execute(&mut *tx)
+                .await?;
+        }
+        insert_tokens_in(&mut tx, new).await?;
+        tx.commit().await?;
+        Ok(Rotation::Rotated)
+    }
+
+    async fn delete_user_once(&self, name: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        lock(&mut tx, vec![(lock_key("s", name), Hold::Exclusive)]).await?;
+        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
+        sqlx::query("DELETE FROM codes WHERE subject = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = $1")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -432,22 +632,7 @@ impl Store for PgStore {
     }
 
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock(&mut tx, vec![(lock_key("c", id), Hold::Exclusive)]).await?;
-        sqlx::query(
-            "UPDATE tokens SET revoked_at = $1 WHERE client_id = $2 AND revoked_at IS NULL",
-        )
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let done = sqlx::query("DELETE FROM clients WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        log_revocation(&mut tx, &Revocation::Client(id.to_owned()), now).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("delete_client", move || self.delete_client_once(id, now)).await
     }
 
     async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
@@ -487,19 +672,10 @@ impl Store for PgStore {
         family: &str,
         now: i64,
     ) -> Result<(), StoreError> {
-        // Logged like a revocation, so other instances drop the old grant from their
-        // caches at once.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE tokens SET scope = $1, extra = $2, family = $3 WHERE hash = $4")
-            .bind(scope)
-            .bind(serde_json::Value::Object(extra.clone()).to_string())
-            .bind(family)
-            .bind(&hash.0[..])
-            .execute(&mut *tx)
-            .await?;
-        log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
-        tx.commit().await?;
-        Ok(())
+        retry::retry("regrant_token", move || {
+            self.regrant_token_once(hash, scope, extra, family, now)
+        })
+        .await
     }
 
     async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
@@ -512,10 +688,7 @@ impl Store for PgStore {
     }
 
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        insert_tokens_in(&mut tx, tokens).await?;
-        tx.commit().await?;
-        Ok(())
+        retry::retry("insert_tokens", move || self.insert_tokens_once(tokens)).await
     }
 
     async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
@@ -535,42 +708,14 @@ impl Store for PgStore {
         hash: &TokenHash,
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1"
-        ))
-        .bind(&hash.0[..])
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
-            return Ok(None);
-        };
-        // A refresh token stands for its whole grant (RFC 7009 §2.1). No row lock is
-        // taken before the family lock, which rotations take first too.
-        match record.kind {
-            TokenKind::Refresh => {
-                revoke_family_in(&mut tx, &record.family, now).await?;
-            }
-            TokenKind::Access => {
-                sqlx::query(
-                    "UPDATE tokens SET revoked_at = $1 WHERE hash = $2 AND revoked_at IS NULL",
-                )
-                .bind(now)
-                .bind(&hash.0[..])
-                .execute(&mut *tx)
-                .await?;
-                log_revocation(&mut tx, &Revocation::Token(*hash), now).await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(Some(record))
+        retry::retry("revoke_token", move || self.revoke_token_once(hash, now)).await
     }
 
     async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let n = revoke_family_in(&mut tx, family, now).await?;
-        tx.commit().await?;
-        Ok(n)
+        retry::retry("revoke_family", move || {
+            self.revoke_family_once(family, now)
+        })
+        .await
     }
 
     async fn rotate_refresh(
@@ -580,52 +725,10 @@ impl Store for PgStore {
         keep_old: bool,
         now: i64,
     ) -> Result<Rotation, StoreError> {
-        // The grant's locks first (the family exclusively: its rotations and revocations
-        // take turns), then the row FOR UPDATE: concurrent exchanges of one refresh token,
-        // on any instance, queue; the second reads it after the first committed and sees
-        // it used.
-        let mut tx = self.pool.begin().await?;
-        let grant = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh'"
-        ))
-        .bind(&old.0[..])
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(grant) = grant.as_ref().map(rows::token).transpose()? else {
-            return Ok(Rotation::Invalid);
-        };
-        let mut keys = token_keys(std::slice::from_ref(&grant), Hold::Shared, Hold::Exclusive);
-        keys.extend(token_keys(new, Hold::Shared, Hold::Shared));
-        lock(&mut tx, keys).await?;
-        let row = sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = $1 AND kind = 'refresh' FOR UPDATE"
-        ))
-        .bind(&old.0[..])
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(record) = row.as_ref().map(rows::token).transpose()? else {
-            return Ok(Rotation::Invalid);
-        };
-        if record.used_at.is_some() {
-            revoke_family_in(&mut tx, &record.family, now).await?;
-            tx.commit().await?;
-            return Ok(Rotation::Reused {
-                family: record.family,
-            });
-        }
-        if !record.is_active(now) {
-            return Ok(Rotation::Invalid);
-        }
-        if !keep_old {
-            sqlx::query("UPDATE tokens SET used_at = $1 WHERE hash = $2")
-                .bind(now)
-                .bind(&old.0[..])
-                .execute(&mut *tx)
-                .await?;
-        }
-        insert_tokens_in(&mut tx, new).await?;
-        tx.commit().await?;
-        Ok(Rotation::Rotated)
+        retry::retry("rotate_refresh", move || {
+            self.rotate_refresh_once(old, new, keep_old, now)
+        })
+        .await
     }
 
     async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
@@ -672,25 +775,7 @@ impl Store for PgStore {
     }
 
     async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        lock(&mut tx, vec![(lock_key("s", name), Hold::Exclusive)]).await?;
-        sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE subject = $2 AND revoked_at IS NULL")
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
-        sqlx::query("DELETE FROM codes WHERE subject = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM users WHERE name = $1")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("delete_user", move || self.delete_user_once(name, now)).await
     }
 
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {

@@ -7,6 +7,13 @@
 //! A commit costs one fsync (about 1 ms here) whether it holds one token or hundreds,
 //! so issuance is not capped at one token per fsync, and no token is answered before
 //! it is durable.
+//!
+//! Every write transaction starts with `BEGIN IMMEDIATE`: it takes the write lock
+//! first (waiting up to the busy timeout), so it never reads under a snapshot that a
+//! concurrent writer then invalidates. A deferred transaction that reads first and
+//! writes second fails at once with "database is locked" when another connection wrote
+//! in between (the busy handler cannot help there), which is how revocations failed
+//! under concurrent issuance. What still conflicts is retried ([`retry`]).
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +26,7 @@ use sqlx::sqlite::{
 use sqlx::Row;
 use tokio::sync::{mpsc, oneshot};
 
+use super::retry;
 use super::rows::{self, sql, TOKEN_COLUMNS};
 use super::{
     redact_url, ClientRecord, CodeRecord, PoolOptions, Redeem, Revocation, Rotation, Store,
@@ -75,10 +83,13 @@ async fn insert_committed<'a>(
     tokens: impl Iterator<Item = &'a TokenRecord>,
 ) -> Result<(), StoreError> {
     let tokens: Vec<&TokenRecord> = tokens.collect();
-    let mut tx = pool.begin().await?;
-    insert_rows(&mut tx, &tokens).await?;
-    tx.commit().await?;
-    Ok(())
+    retry::retry("insert_tokens", || async {
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        insert_rows(&mut tx, &tokens).await?;
+        tx.commit().await?;
+        Ok(())
+    })
+    .await
 }
 
 impl SqliteStore {
@@ -204,14 +215,9 @@ async fn insert_rows(
     Ok(())
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn token_key(&self) -> Result<SecretKey, StoreError> {
+/// Single attempts of the writes that [`retry::retry`] repeats on a conflict.
+impl SqliteStore {
+    async fn token_key_once(&self) -> Result<SecretKey, StoreError> {
         let fresh = crate::token::new_key();
         sqlx::query("INSERT OR IGNORE INTO settings (name, value) VALUES ('token_key', ?)")
             .bind(&fresh.expose()[..])
@@ -226,7 +232,7 @@ impl Store for SqliteStore {
             .map_err(|_| StoreError::Corrupt("token key is not 32 bytes".into()))
     }
 
-    async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+    async fn insert_client_once(&self, c: &ClientRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO clients (id, secret_hash, name, settings, created_at) VALUES (?, ?, ?, ?, ?)",
         )
@@ -244,26 +250,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
-        sqlx::query("SELECT * FROM clients WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?
-            .as_ref()
-            .map(rows::client)
-            .transpose()
-    }
-
-    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
-        sqlx::query("SELECT * FROM clients ORDER BY id")
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(rows::client)
-            .collect()
-    }
-
-    async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
+    async fn set_client_secret_once(
+        &self,
+        id: &str,
+        secret_hash: &str,
+    ) -> Result<bool, StoreError> {
         let done = sqlx::query("UPDATE clients SET secret_hash = ? WHERE id = ?")
             .bind(secret_hash)
             .bind(id)
@@ -272,8 +263,8 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn delete_client_once(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE tokens SET revoked_at = ? WHERE client_id = ? AND revoked_at IS NULL")
             .bind(now)
             .bind(id)
@@ -288,15 +279,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT generation FROM connections WHERE key = ?")
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("generation")).transpose()?)
-    }
-
-    async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
+    async fn record_connection_once(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO connections (key, generation) VALUES (?, 0) ON CONFLICT (key) DO NOTHING",
         )
@@ -306,7 +289,7 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
+    async fn bump_connection_once(&self, key: &str) -> Result<i64, StoreError> {
         let row = sqlx::query(
             "INSERT INTO connections (key, generation) VALUES (?, 1) \
              ON CONFLICT (key) DO UPDATE SET generation = generation + 1 RETURNING generation",
@@ -317,7 +300,7 @@ impl Store for SqliteStore {
         Ok(row.try_get("generation")?)
     }
 
-    async fn regrant_token(
+    async fn regrant_token_once(
         &self,
         hash: &TokenHash,
         scope: &str,
@@ -326,7 +309,7 @@ impl Store for SqliteStore {
         now: i64,
     ) -> Result<(), StoreError> {
         // Logged like a revocation, so other processes drop the old grant at once.
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query("UPDATE tokens SET scope = ?, extra = ?, family = ? WHERE hash = ?")
             .bind(scope)
             .bind(serde_json::Value::Object(extra.clone()).to_string())
@@ -339,44 +322,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
-        let rows = sqlx::query("SELECT DISTINCT client_id FROM tokens WHERE revoked_at IS NULL")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| r.try_get("client_id").map_err(StoreError::from))
-            .collect()
-    }
-
-    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
-        let (done, committed) = oneshot::channel();
-        let pending = PendingInsert {
-            tokens: tokens.to_vec(),
-            done,
-        };
-        let stopped = || StoreError::Unavailable("the token writer has stopped".into());
-        self.inserts.send(pending).map_err(|_| stopped())?;
-        committed.await.map_err(|_| stopped())?
-    }
-
-    async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
-        sqlx::query(&format!(
-            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
-        ))
-        .bind(&hash.0[..])
-        .fetch_optional(&self.pool)
-        .await?
-        .as_ref()
-        .map(rows::token)
-        .transpose()
-    }
-
-    async fn revoke_token(
+    async fn revoke_token_once(
         &self,
         hash: &TokenHash,
         now: i64,
     ) -> Result<Option<TokenRecord>, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(&format!(
             "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
         ))
@@ -410,8 +361,8 @@ impl Store for SqliteStore {
         Ok(Some(record))
     }
 
-    async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await?;
+    async fn revoke_family_once(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done =
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
                 .bind(now)
@@ -423,7 +374,7 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
-    async fn rotate_refresh(
+    async fn rotate_refresh_once(
         &self,
         old: &TokenHash,
         new: &[TokenRecord],
@@ -471,7 +422,7 @@ impl Store for SqliteStore {
         Ok(Rotation::Rotated)
     }
 
-    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+    async fn insert_user_once(&self, u: &UserRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO users (name, password_hash, settings, created_at) VALUES (?, ?, ?, ?)",
         )
@@ -486,6 +437,230 @@ impl Store for SqliteStore {
             other => other,
         })?;
         Ok(())
+    }
+
+    async fn set_user_password_once(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user_once(&self, name: &str, now: i64) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE subject = ? AND revoked_at IS NULL")
+            .bind(now)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
+        sqlx::query("DELETE FROM codes WHERE subject = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM users WHERE name = ?")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_code_once(&self, c: &CodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
+             extra, family, expires_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.hash.0[..])
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.scope)
+        .bind(&c.subject)
+        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
+        .bind(&c.family)
+        .bind(c.expires_at)
+        .bind(&c.device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn sweep_once(
+        &self,
+        before: i64,
+        log_before: i64,
+        batch: u32,
+    ) -> Result<Option<u64>, StoreError> {
+        // One process writes this file; each batch commits on its own so requests can
+        // write between batches.
+        let mut deleted = 0;
+        for (statement, limit) in [
+            (sql::SWEEP_TOKENS, before),
+            (sql::SWEEP_CODES, before),
+            (sql::SWEEP_LOG, log_before),
+        ] {
+            loop {
+                let done = sqlx::query(statement)
+                    .bind(limit)
+                    .bind(i64::from(batch))
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+                deleted += done;
+                if done < u64::from(batch) {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+        }
+        Ok(Some(deleted))
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn token_key(&self) -> Result<SecretKey, StoreError> {
+        retry::retry("token_key", move || self.token_key_once()).await
+    }
+
+    async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        retry::retry("insert_client", move || self.insert_client_once(c)).await
+    }
+
+    async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(rows::client)
+            .transpose()
+    }
+
+    async fn list_clients(&self) -> Result<Vec<ClientRecord>, StoreError> {
+        sqlx::query("SELECT * FROM clients ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(rows::client)
+            .collect()
+    }
+
+    async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
+        retry::retry("set_client_secret", move || {
+            self.set_client_secret_once(id, secret_hash)
+        })
+        .await
+    }
+
+    async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
+        retry::retry("delete_client", move || self.delete_client_once(id, now)).await
+    }
+
+    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query("SELECT generation FROM connections WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("generation")).transpose()?)
+    }
+
+    async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
+        retry::retry("record_connection", move || {
+            self.record_connection_once(key)
+        })
+        .await
+    }
+
+    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
+        retry::retry("bump_connection", move || self.bump_connection_once(key)).await
+    }
+
+    async fn regrant_token(
+        &self,
+        hash: &TokenHash,
+        scope: &str,
+        extra: &serde_json::Map<String, serde_json::Value>,
+        family: &str,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        retry::retry("regrant_token", move || {
+            self.regrant_token_once(hash, scope, extra, family, now)
+        })
+        .await
+    }
+
+    async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT DISTINCT client_id FROM tokens WHERE revoked_at IS NULL")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| r.try_get("client_id").map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
+        let (done, committed) = oneshot::channel();
+        let pending = PendingInsert {
+            tokens: tokens.to_vec(),
+            done,
+        };
+        let stopped = || StoreError::Unavailable("the token writer has stopped".into());
+        self.inserts.send(pending).map_err(|_| stopped())?;
+        committed.await.map_err(|_| stopped())?
+    }
+
+    async fn get_token(&self, hash: &TokenHash) -> Result<Option<TokenRecord>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM tokens WHERE hash = ?"
+        ))
+        .bind(&hash.0[..])
+        .fetch_optional(&self.pool)
+        .await?
+        .as_ref()
+        .map(rows::token)
+        .transpose()
+    }
+
+    async fn revoke_token(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+    ) -> Result<Option<TokenRecord>, StoreError> {
+        retry::retry("revoke_token", move || self.revoke_token_once(hash, now)).await
+    }
+
+    async fn revoke_family(&self, family: &str, now: i64) -> Result<u64, StoreError> {
+        retry::retry("revoke_family", move || {
+            self.revoke_family_once(family, now)
+        })
+        .await
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old: &TokenHash,
+        new: &[TokenRecord],
+        keep_old: bool,
+        now: i64,
+    ) -> Result<Rotation, StoreError> {
+        retry::retry("rotate_refresh", move || {
+            self.rotate_refresh_once(old, new, keep_old, now)
+        })
+        .await
+    }
+
+    async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
+        retry::retry("insert_user", move || self.insert_user_once(u)).await
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -508,53 +683,18 @@ impl Store for SqliteStore {
     }
 
     async fn set_user_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE name = ?")
-            .bind(hash)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("set_user_password", move || {
+            self.set_user_password_once(name, hash)
+        })
+        .await
     }
 
     async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("UPDATE tokens SET revoked_at = ? WHERE subject = ? AND revoked_at IS NULL")
-            .bind(now)
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        // Codes not yet exchanged would otherwise still mint tokens for the removed user.
-        sqlx::query("DELETE FROM codes WHERE subject = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        let done = sqlx::query("DELETE FROM users WHERE name = ?")
-            .bind(name)
-            .execute(&mut *tx)
-            .await?;
-        log_revocation(&mut tx, &Revocation::Subject(name.to_owned()), now).await?;
-        tx.commit().await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("delete_user", move || self.delete_user_once(name, now)).await
     }
 
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
-             extra, family, expires_at, device_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&c.hash.0[..])
-        .bind(&c.client_id)
-        .bind(&c.redirect_uri)
-        .bind(&c.code_challenge)
-        .bind(&c.scope)
-        .bind(&c.subject)
-        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
-        .bind(&c.family)
-        .bind(c.expires_at)
-        .bind(&c.device_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        retry::retry("insert_code", move || self.insert_code_once(c)).await
     }
 
     async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {
@@ -643,29 +783,7 @@ impl Store for SqliteStore {
         log_before: i64,
         batch: u32,
     ) -> Result<Option<u64>, StoreError> {
-        // One process writes this file; each batch commits on its own so requests can
-        // write between batches.
-        let mut deleted = 0;
-        for (statement, limit) in [
-            (sql::SWEEP_TOKENS, before),
-            (sql::SWEEP_CODES, before),
-            (sql::SWEEP_LOG, log_before),
-        ] {
-            loop {
-                let done = sqlx::query(statement)
-                    .bind(limit)
-                    .bind(i64::from(batch))
-                    .execute(&self.pool)
-                    .await?
-                    .rows_affected();
-                deleted += done;
-                if done < u64::from(batch) {
-                    break;
-                }
-                tokio::task::yield_now().await;
-            }
-        }
-        Ok(Some(deleted))
+        retry::retry("sweep", move || self.sweep_once(before, log_before, batch)).await
     }
 
     async fn list_tokens(
