@@ -37,6 +37,7 @@ fn routes(n: usize) -> Vec<RouteConfig> {
             allow_query_token: false,
             pass_token: false,
             rate_limit: None,
+            method_override: Default::default(),
         })
         .collect()
 }

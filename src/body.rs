@@ -38,26 +38,48 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
+/// What went wrong with a request body on its way to the upstream, seen by the gateway
+/// after the upstream call failed: the client's fault (413, 400), not the upstream's.
+#[derive(Debug, Default)]
+pub struct BodyWatch {
+    too_large: AtomicBool,
+    client_failed: AtomicBool,
+}
+
+impl BodyWatch {
+    /// More than the limit went by.
+    pub fn too_large(&self) -> bool {
+        self.too_large.load(Ordering::Acquire)
+    }
+
+    /// The client's body stream failed: malformed chunked framing, a body shorter than
+    /// its `Content-Length`, a reset stream. The upstream got an aborted request.
+    pub fn client_failed(&self) -> bool {
+        self.client_failed.load(Ordering::Acquire)
+    }
+}
+
 pin_project_lite::pin_project! {
-    /// Passes frames through until more than `limit` bytes of data went by, then fails
-    /// and raises `tripped` so the gateway can answer 413 rather than 502.
+    /// Passes frames through until more than `limit` bytes of data went by, then fails;
+    /// notes in its [`BodyWatch`] why it failed, so the gateway can answer 413 or 400
+    /// rather than 502.
     pub struct Limited<B> {
         #[pin]
         inner: B,
         seen: u64,
         limit: u64,
-        tripped: Arc<AtomicBool>,
+        watch: Arc<BodyWatch>,
     }
 }
 
 impl<B> Limited<B> {
-    /// Wraps `inner`; `tripped` is set when the limit is passed.
-    pub fn new(inner: B, limit: u64, tripped: Arc<AtomicBool>) -> Self {
+    /// Wraps `inner`; `watch` records why it failed, if it does.
+    pub fn new(inner: B, limit: u64, watch: Arc<BodyWatch>) -> Self {
         Limited {
             inner,
             seen: 0,
             limit,
-            tripped,
+            watch,
         }
     }
 }
@@ -80,13 +102,16 @@ where
                 if let Some(data) = frame.data_ref() {
                     *this.seen += data.len() as u64;
                     if *this.seen > *this.limit {
-                        this.tripped.store(true, Ordering::Release);
+                        this.watch.too_large.store(true, Ordering::Release);
                         return Poll::Ready(Some(Err(TooLarge { limit: *this.limit }.into())));
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.watch.client_failed.store(true, Ordering::Release);
+                Poll::Ready(Some(Err(e.into())))
+            }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         }
@@ -189,20 +214,36 @@ mod tests {
 
     #[tokio::test]
     async fn limited_passes_up_to_the_limit() {
-        let flag = Arc::new(AtomicBool::new(false));
-        let body = Limited::new(chunks(4, 10), 40, flag.clone());
+        let watch = Arc::new(BodyWatch::default());
+        let body = Limited::new(chunks(4, 10), 40, watch.clone());
         let bytes = body.collect().await.unwrap().to_bytes();
         assert_eq!(bytes.len(), 40);
-        assert!(!flag.load(Ordering::Acquire));
+        assert!(!watch.too_large() && !watch.client_failed());
     }
 
     #[tokio::test]
     async fn limited_trips_past_the_limit() {
-        let flag = Arc::new(AtomicBool::new(false));
-        let body = Limited::new(chunks(5, 10), 40, flag.clone());
+        let watch = Arc::new(BodyWatch::default());
+        let body = Limited::new(chunks(5, 10), 40, watch.clone());
         let err = body.collect().await.unwrap_err();
         assert!(err.to_string().contains("exceeds 40 bytes"));
-        assert!(flag.load(Ordering::Acquire));
+        assert!(watch.too_large() && !watch.client_failed());
+    }
+
+    #[tokio::test]
+    async fn limited_notes_a_failing_client_body() {
+        let frames = vec![
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hello"))),
+            Err(BoxError::from("invalid chunk size")),
+        ];
+        let watch = Arc::new(BodyWatch::default());
+        let body = Limited::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            40,
+            watch.clone(),
+        );
+        assert!(body.collect().await.is_err());
+        assert!(watch.client_failed() && !watch.too_large());
     }
 
     #[tokio::test]

@@ -116,6 +116,15 @@ impl GatewayError {
         }
     }
 
+    /// Whether an HTTP/1.x connection closes after this answer: past a size limit, what
+    /// the client sends next cannot be trusted to start a request (as for 413 and 414).
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::HeadersTooLarge { .. } | GatewayError::BodyTooLarge { .. }
+        )
+    }
+
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         match self {

@@ -208,6 +208,7 @@ mod tests {
             allow_query_token: false,
             pass_token: false,
             rate_limit: None,
+            method_override: Default::default(),
         }
     }
 

@@ -127,6 +127,9 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     pub http2_max_concurrent_streams: u32,
     pub shutdown_grace: Duration,
+    /// Forward header names spelled with `_` (dropped by default, as nginx does: CGI-style
+    /// upstreams read `X_Foo` and `X-Foo` as one variable).
+    pub underscores_in_headers: bool,
 }
 
 /// `[tls]`.
@@ -204,6 +207,20 @@ pub struct RouteConfig {
     pub pass_token: bool,
     /// Requests per client (or address) on this route.
     pub rate_limit: Option<RouteRate>,
+    /// What `X-HTTP-Method-Override` and its kin do on this route.
+    pub method_override: MethodOverride,
+}
+
+/// `route.method_override`: what becomes of `X-HTTP-Method-Override`, `X-HTTP-Method`
+/// and `X-Method-Override`, which many frameworks obey in place of the request method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MethodOverride {
+    /// Removed before the request is forwarded (the default): the upstream sees the
+    /// method that was authorized.
+    #[default]
+    Strip,
+    /// Forwarded, and the overriding method must be authorized as well as the real one.
+    Authorize,
 }
 
 /// What a route requires of the caller.
@@ -378,6 +395,7 @@ impl Config {
                 s.shutdown_grace.as_deref(),
                 "30s",
             )?,
+            underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
         };
 
         let hsts = v.hsts(raw.tls.hsts.as_deref())?;
@@ -907,6 +925,22 @@ impl Validator<'_> {
             None => format!("{}{}", host.as_deref().unwrap_or(""), path),
         };
         let rate_limit = self.route_rate(&key("rate_limit"), r.rate_limit, public)?;
+        let method_override = match r.method_override.as_deref() {
+            None | Some("strip") => MethodOverride::Strip,
+            Some("authorize") if public => {
+                return Err(self.err(
+                    &key("method_override"),
+                    "a public route authorizes nothing: leave it \"strip\"",
+                ))
+            }
+            Some("authorize") => MethodOverride::Authorize,
+            Some(other) => {
+                return Err(self.err(
+                    &key("method_override"),
+                    format!("expected \"strip\" or \"authorize\", got {other:?}"),
+                ))
+            }
+        };
         Ok(RouteConfig {
             name,
             path,
@@ -926,6 +960,7 @@ impl Validator<'_> {
             allow_query_token: r.allow_query_token.unwrap_or(false),
             pass_token: r.pass_token.unwrap_or(false),
             rate_limit,
+            method_override,
         })
     }
 

@@ -149,6 +149,7 @@ pub struct RawServer {
     pub max_body_bytes: Option<u64>,
     pub http2_max_concurrent_streams: Option<u32>,
     pub shutdown_grace: Option<String>,
+    pub underscores_in_headers: Option<bool>,
 }
 
 /// `[tls]`: server certificates and HSTS.
@@ -216,4 +217,5 @@ pub struct RawRoute {
     pub allow_query_token: Option<bool>,
     pub pass_token: Option<bool>,
     pub rate_limit: Option<super::ops::RawRate>,
+    pub method_override: Option<String>,
 }

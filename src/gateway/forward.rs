@@ -1,8 +1,8 @@
 //! Forward phase: send the request to one of the route's upstreams over a pooled,
 //! kept-alive connection, stream both bodies, and map failures (refused → next upstream
-//! or 502, slow → 504, body over the limit → 413).
+//! or 502, slow → 504, body over the limit → 413, a malformed or cut-off request body
+//! → 400).
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -19,7 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::headers::{self, ClientView};
 use super::upgrade;
 use super::ConnInfo;
-use crate::body::{self, Body, Deferred, Limited};
+use crate::body::{self, Body, BodyWatch, Deferred, Limited};
 use crate::config::{UpstreamConfig, UpstreamTarget};
 use crate::error::GatewayError;
 use crate::router::{self, Route};
@@ -133,11 +133,12 @@ impl Upstreams {
             }
         }
 
+        // The head was cleaned of hop-by-hop fields before identity headers were added
+        // (see `gateway::phases`); an upgrade kept `Connection: upgrade` + `Upgrade`.
         let upgrade = headers::is_upgrade(req.headers(), req.version());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (parts, incoming) = req.into_parts();
         let mut head = parts.headers;
-        headers::strip_hop_by_hop(&mut head, upgrade);
         headers::set_forwarded(&mut head, client);
         headers::add_via(&mut head, parts.version);
 
@@ -148,8 +149,8 @@ impl Upstreams {
         };
         let query = parts.uri.query();
 
-        let tripped = Arc::new(AtomicBool::new(false));
-        let mut body: Body = Limited::new(incoming, limit, tripped.clone()).boxed_unsync();
+        let watch = Arc::new(BodyWatch::default());
+        let mut body: Body = Limited::new(incoming, limit, watch.clone()).boxed_unsync();
         let (http, version) = if cfg.upstream_http2 {
             (&clients.http2, Version::HTTP_2)
         } else {
@@ -196,8 +197,17 @@ impl Upstreams {
                     return Ok(self.respond(resp, client_upgrade, parts.version, conn_slot));
                 }
                 Ok(Err(e)) => {
-                    if tripped.load(Ordering::Acquire) {
+                    if watch.too_large() {
                         return Err(GatewayError::BodyTooLarge { limit });
+                    }
+                    // The client's body failed mid-way (bad chunked framing, cut off):
+                    // its fault, and the upstream saw an aborted request, never a
+                    // complete one (hyper ends the upstream connection or stream).
+                    if watch.client_failed() {
+                        tracing::info!(upstream = %target, reason = %error_chain(&e), "request body failed; upstream request aborted");
+                        return Err(GatewayError::BadRequest(
+                            "the request body is malformed or was cut off",
+                        ));
                     }
                     let reason = error_chain(&e);
                     if e.is_connect() {

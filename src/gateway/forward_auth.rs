@@ -22,7 +22,8 @@ use std::net::IpAddr;
 use http::header::{HeaderMap, HeaderName};
 use http::{Method, Request, Response, Uri};
 
-use super::{canonical_path, decide, strip_port, Gateway, RequestCtx, Snapshot};
+use super::path::canonical_path;
+use super::{decide, strip_port, Gateway, RequestCtx, Snapshot};
 use crate::body::{self, Body};
 use crate::config::OriginalHeaders;
 use crate::error::GatewayError;

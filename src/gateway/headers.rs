@@ -3,7 +3,12 @@
 //! - Hop-by-hop fields (`Connection` and every field it names, `Keep-Alive`,
 //!   `Proxy-Connection`, `TE` but for `trailers`, `Transfer-Encoding`, `Upgrade`,
 //!   `Proxy-Authenticate`, `Proxy-Authorization`) are removed in both directions, except
-//!   the `Connection: upgrade` + `Upgrade` pair of a protocol upgrade.
+//!   the `Connection: upgrade` + `Upgrade` pair of a protocol upgrade. The request's are
+//!   removed before authgate adds its own (identity, `X-Request-Id`, `Forwarded`, `Via`),
+//!   and a `Connection` token naming a field that frames the message or that authgate
+//!   vouches for ([`is_protected`]) is ignored: a client cannot delete them.
+//! - Header names spelled with `_` are dropped unless `server.underscores_in_headers`:
+//!   CGI-style upstreams read `X_Foo` as `X-Foo`.
 //! - `X-Forwarded-For/-Proto/-Host` and `Forwarded` (RFC 7239) describe the client. From
 //!   a trusted proxy the chain is extended; from anyone else, whatever the client sent is
 //!   replaced, so it cannot spoof its address or scheme.
@@ -79,6 +84,19 @@ fn connection_has(headers: &HeaderMap, token: &str) -> bool {
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether a `Connection` token naming `name` is ignored: fields that frame the message
+/// or route it (`Host`, `Content-Length`), and the ones authgate sets or vouches for
+/// (`X-Request-Id`, `Forwarded`, `X-Forwarded-*`, `Via`). Identity headers need no
+/// entry: they are removed and set after this step.
+pub fn is_protected(name: &HeaderName) -> bool {
+    name == header::HOST
+        || name == header::CONTENT_LENGTH
+        || name == header::FORWARDED
+        || name == header::VIA
+        || name == crate::request_id::HEADER
+        || name.as_str().starts_with("x-forwarded-")
+}
+
 /// Removes hop-by-hop fields. With `upgrade`, keeps `Upgrade` and sets
 /// `Connection: upgrade`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
@@ -89,6 +107,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|name| !is_protected(name))
             .collect();
         for name in named {
             if !(upgrade && name == header::UPGRADE) {
@@ -113,6 +132,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         headers.remove(header::UPGRADE);
     }
+}
+
+/// Removes every field whose name has a `_`; returns how many names went.
+pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+    if !headers.keys().any(|k| k.as_str().contains('_')) {
+        return 0;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in &names {
+        headers.remove(name);
+    }
+    names.len()
 }
 
 /// Sets `X-Forwarded-*` and `Forwarded` for the upstream.
@@ -273,6 +308,38 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert_eq!(h["x-end-to-end"], "kept");
+    }
+
+    #[test]
+    fn connection_cannot_name_protected_fields() {
+        let mut h = map(&[
+            (
+                "connection",
+                "Host, Content-Length, X-Request-Id, Forwarded, X-Forwarded-For, Via, X-Hop",
+            ),
+            ("host", "a.example"),
+            ("content-length", "3"),
+            ("x-request-id", "abc"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-for", "1.2.3.4"),
+            ("via", "1.1 lb"),
+            ("x-hop", "gone"),
+        ]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 6, "{h:?}");
+        assert!(!h.contains_key("x-hop") && !h.contains_key("connection"));
+    }
+
+    #[test]
+    fn underscored_names_are_dropped() {
+        let mut h = map(&[
+            ("x_custom", "1"),
+            ("transfer_encoding", "chunked"),
+            ("x-ok", "2"),
+        ]);
+        assert_eq!(drop_underscored(&mut h), 2);
+        assert_eq!(h.len(), 1);
+        assert_eq!(drop_underscored(&mut h), 0);
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! The request pipeline. [`Gateway::handle`] runs the phases in order:
 //!
 //! ```text
-//! request id ─▶ limits ─▶ own endpoints (/healthz, /readyz, /metrics, forward-auth)
+//! request id ─▶ limits, Host ─▶ own endpoints (/healthz, /readyz, /metrics, forward-auth)
 //!        ─▶ redirect (plain HTTP, redirect mode)
 //!        ─▶ OAuth endpoints (rate limit per address; token, revoke, introspect, …)
-//!        ─▶ route ─▶ authenticate ─▶ rate limit ─▶ authorize (public routes: no token)
+//!        ─▶ route ─▶ clean the head (hop-by-hop, `_` names, method overrides)
+//!        ─▶ authenticate ─▶ rate limit ─▶ authorize (public routes: no token)
 //!        ─▶ forward (with identity headers) ─▶ finish (HSTS, metrics, access log)
 //! ```
 //!
@@ -17,7 +18,10 @@ pub mod authorize;
 pub mod forward;
 pub mod forward_auth;
 pub mod headers;
+pub mod host;
 pub mod identity;
+pub mod method_override;
+pub mod path;
 pub mod upgrade;
 
 use std::net::{IpAddr, SocketAddr};
@@ -290,6 +294,7 @@ impl Gateway {
         let started = Instant::now();
         let snap = self.current.load_full();
         let method = req.method().clone();
+        let version = req.version();
         // A clone shares the request's bytes: no allocation.
         let uri = req.uri().clone();
         let path = uri.path();
@@ -343,7 +348,13 @@ impl Gateway {
                     self.count_rate_limited(limit);
                     ctx.rate_limited = true;
                 }
-                err.into_response(&snap.config.auth.realm)
+                let close = err.closes_connection() && version <= http::Version::HTTP_11;
+                let mut resp = err.into_response(&snap.config.auth.realm);
+                if close {
+                    resp.headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
+                resp
             }
         };
         let status = resp.status().as_u16();
@@ -421,6 +432,8 @@ impl Gateway {
         if size > limit {
             return Err(GatewayError::HeadersTooLarge { size, limit });
         }
+        // One valid Host (or `:authority`) before anything reads it (RFC 9112 §3.2).
+        host::request_host(req.uri(), req.headers(), req.version())?;
 
         // own endpoints
         let path = req.uri().path();
@@ -451,7 +464,7 @@ impl Gateway {
         // One canonical path for routing, scope checks and forwarding, so a path cannot
         // match a lenient route here and reach a stricter resource upstream.
         let mut req = req;
-        if let Some(canonical) = canonical_path(req.uri().path())? {
+        if let Some(canonical) = path::canonical_path(req.uri().path())? {
             replace_path(&mut req, &canonical)?;
         }
         let path = req.uri().path();
@@ -478,16 +491,31 @@ impl Gateway {
         }
 
         // route
-        let host = request_host(&req);
-        let bare_host = host.map(strip_port).map(str::to_ascii_lowercase);
+        let host_owned = request_host(&req).map(str::to_owned);
+        let bare_host = host_owned
+            .as_deref()
+            .map(strip_port)
+            .map(str::to_ascii_lowercase);
         let route = snap
             .router
             .find(bare_host.as_deref(), req.uri().path())
             .ok_or(GatewayError::NoRoute)?;
         ctx.route = Some(route.index);
+        let rc = &route.config;
+
+        // clean the head: what the client may not say to the upstream goes before
+        // authgate adds its own headers, so no client field can remove those.
+        let upgrade = headers::is_upgrade(req.headers(), req.version());
+        headers::strip_hop_by_hop(req.headers_mut(), upgrade);
+        if !snap.config.server.underscores_in_headers {
+            let dropped = headers::drop_underscored(req.headers_mut());
+            if dropped > 0 {
+                tracing::debug!(dropped, "header names with _ dropped");
+            }
+        }
+        let overridden = method_override::apply(req.headers_mut(), rc.method_override)?;
 
         // authenticate + authorize
-        let rc = &route.config;
         let caller = decide(
             &self.tokens,
             snap,
@@ -499,9 +527,11 @@ impl Gateway {
             ctx,
         )
         .await?;
+        if let (Some(method), Some(caller)) = (&overridden, &caller) {
+            authorize::check(&rc.access, method, &caller.token)?;
+        }
 
         // forward
-        let host_owned = host.map(str::to_owned);
         let client = ClientView {
             peer: conn.peer.ip().to_canonical(),
             trusted_peer: conn.trusted_peer,
@@ -646,12 +676,12 @@ fn redirect(snap: &Snapshot, req: &Request<Incoming>) -> Result<Response<Body>, 
     Ok(resp)
 }
 
-/// The host the client asked for: `:authority` (HTTP/2) or `Host`.
+/// The host the client asked for: `:authority` (HTTP/2, absolute form) or `Host`,
+/// as checked by [`host::request_host`] at the start of the phases.
 fn request_host<B>(req: &Request<B>) -> Option<&str> {
-    req.uri()
-        .authority()
-        .map(|a| a.as_str())
-        .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
+    host::request_host(req.uri(), req.headers(), req.version())
+        .ok()
+        .flatten()
 }
 
 fn strip_port(host: &str) -> &str {
@@ -662,57 +692,6 @@ fn strip_port(host: &str) -> &str {
             .map_or(host, |(h, _)| &host[..h.len() + 1]);
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
-/// The canonical form of `path`, if it differs: percent-encoded unreserved characters
-/// decoded (`%6Frders` → `orders`), other escapes upper-cased. Refused: `.`/`..`
-/// segments, empty segments (`//`), `;` parameters, and encoded `/`, `\` or NUL — all
-/// ways for one path to name another resource once an upstream normalizes it.
-fn canonical_path(path: &str) -> Result<Option<String>, GatewayError> {
-    let bad = |why: &'static str| Err(GatewayError::BadRequest(why));
-    if path.contains(';') {
-        return bad("the path has ; parameters");
-    }
-    if path.contains("//") {
-        return bad("the path has empty segments (//)");
-    }
-    if has_dot_segment(path) {
-        return bad("the path has . or .. segments; send the normalized path");
-    }
-    if !path.contains('%') {
-        return Ok(None);
-    }
-    let bytes = path.as_bytes();
-    let mut out = String::with_capacity(path.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] != b'%' {
-            out.push(bytes[i] as char);
-            i += 1;
-            continue;
-        }
-        let hex = path
-            .get(i + 1..i + 3)
-            .filter(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
-        let Some(hex) = hex else {
-            return bad("the path has a malformed percent-escape");
-        };
-        let byte =
-            u8::from_str_radix(hex, 16).map_err(|_| GatewayError::BadRequest("bad escape"))?;
-        match byte {
-            b'/' | b'\\' | 0 => return bad("the path has an encoded /, \\ or NUL"),
-            b if b.is_ascii_alphanumeric() || b"-._~".contains(&b) => out.push(b as char),
-            _ => {
-                out.push('%');
-                out.push_str(&hex.to_ascii_uppercase());
-            }
-        }
-        i += 3;
-    }
-    if has_dot_segment(&out) || out.contains("//") {
-        return bad("the path has . or .. segments; send the normalized path");
-    }
-    Ok((out != path).then_some(out))
 }
 
 /// Removes `access_token=` from the query: the token authenticated this request and must
@@ -754,19 +733,6 @@ fn replace_path<B>(req: &mut Request<B>, path: &str) -> Result<(), GatewayError>
     Ok(())
 }
 
-/// Whether `path` has a `.` or `..` segment, raw or percent-encoded (`%2e`). Such paths
-/// could match one route here and reach another resource upstream once normalized.
-fn has_dot_segment(path: &str) -> bool {
-    path.split('/').any(|seg| {
-        if seg.is_empty() || seg.len() > 6 {
-            return false;
-        }
-        let lower = seg.to_ascii_lowercase();
-        let decoded = lower.replace("%2e", ".");
-        decoded == "." || decoded == ".."
-    })
-}
-
 /// Size of the request head as sent: request line plus `name: value\r\n` per field.
 fn header_bytes<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len()
@@ -780,58 +746,6 @@ fn header_bytes<B>(req: &Request<B>) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn dot_segments_are_found_raw_and_encoded() {
-        for p in [
-            "/api/../admin",
-            "/a/./b",
-            "/..",
-            "/api/%2e%2E/x",
-            "/x/.%2e",
-            "/a/%2E",
-        ] {
-            assert!(has_dot_segment(p), "{p}");
-        }
-        for p in [
-            "/",
-            "/a/b",
-            "/a/...",
-            "/a/.well-known/x",
-            "/v1.2/x",
-            "/a/%2e%2e%2e",
-        ] {
-            assert!(!has_dot_segment(p), "{p}");
-        }
-    }
-
-    #[test]
-    fn paths_are_canonical_or_refused() {
-        assert_eq!(canonical_path("/v1/location/orders").unwrap(), None);
-        assert_eq!(
-            canonical_path("/v1/location/%6Frders").unwrap().as_deref(),
-            Some("/v1/location/orders")
-        );
-        assert_eq!(
-            canonical_path("/a%20b/%c3%a9").unwrap().as_deref(),
-            Some("/a%20b/%C3%A9")
-        );
-        assert_eq!(canonical_path("/a%20b").unwrap(), None);
-        for bad in [
-            "//v1/location",
-            "/v1/location//orders",
-            "/v1/location/x%2F..%2Forders",
-            "/links;x",
-            "/a/%2e%2e/b",
-            "/a/%5c",
-            "/a/%00",
-            "/a/%zz",
-            "/a/%2",
-            "/a/%2E%2E",
-        ] {
-            assert!(canonical_path(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn ports_are_stripped() {

@@ -3,7 +3,8 @@
 //! - anything else: echo the request as JSON (method, uri, headers, body length)
 //! - `/slow/<ms>`: wait, then echo
 //! - `/big/<bytes>`: stream that many pattern bytes (chunked, 64 KiB frames)
-//! - `/upload`: read the body, check the byte pattern, answer `{bytes, pattern_ok}`
+//! - `/upload`: read the body, check the byte pattern, answer `{bytes, pattern_ok}`;
+//!   each upload is recorded ([`Upstream::uploads`]) as complete or aborted
 //! - `/hop`: answer with hop-by-hop headers that the gateway must strip
 //! - `/trailers`: body then trailers `grpc-status: 0`
 //! - `/upgrade`: 101 Switching Protocols, then echo bytes on the raw connection
@@ -11,7 +12,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -53,6 +54,8 @@ pub struct Upstream {
     pub hits: Arc<AtomicUsize>,
     /// TCP connections accepted (plain upstreams only).
     pub conns: Arc<AtomicUsize>,
+    /// One line per `/upload` request: `complete <bytes>` or `aborted <error>`.
+    uploads: Uploads,
     task: tokio::task::JoinHandle<()>,
     tls: bool,
 }
@@ -66,6 +69,8 @@ impl Upstream {
         let conns = Arc::new(AtomicUsize::new(0));
         let counter = hits.clone();
         let accepted = conns.clone();
+        let uploads = Uploads::default();
+        let recorder = uploads.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -73,10 +78,16 @@ impl Upstream {
                 };
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let counter = counter.clone();
+                let recorder = recorder.clone();
                 tokio::spawn(async move {
+                    // Counted when first polled, so a request hyper dropped unpolled
+                    // (its connection failed at once) is neither a hit nor an upload.
                     let svc = service_fn(move |req| {
-                        counter.fetch_add(1, Ordering::SeqCst);
-                        handle(req)
+                        let (counter, recorder) = (counter.clone(), recorder.clone());
+                        async move {
+                            counter.fetch_add(1, Ordering::SeqCst);
+                            handle(req, recorder).await
+                        }
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(tcp), svc)
@@ -88,6 +99,7 @@ impl Upstream {
             addr,
             hits,
             conns,
+            uploads,
             task,
             tls: false,
         }
@@ -123,7 +135,7 @@ impl Upstream {
                     };
                     let svc = service_fn(move |req| {
                         counter.fetch_add(1, Ordering::SeqCst);
-                        handle(req)
+                        handle(req, Uploads::default())
                     });
                     let _ = auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -135,6 +147,7 @@ impl Upstream {
             addr,
             hits,
             conns: Arc::new(AtomicUsize::new(0)),
+            uploads: Uploads::default(),
             task,
             tls: true,
         }
@@ -147,6 +160,29 @@ impl Upstream {
 
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// What became of each `/upload` request so far (plain upstreams only).
+    pub fn uploads(&self) -> Vec<String> {
+        self.uploads.lock().unwrap().clone()
+    }
+}
+
+type Uploads = Arc<Mutex<Vec<String>>>;
+
+/// One `/upload`'s line in [`Upstream::uploads`], written when it is dropped.
+struct Record {
+    uploads: Uploads,
+    outcome: Option<String>,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let line = self
+            .outcome
+            .take()
+            .unwrap_or_else(|| "aborted (the connection ended mid-request)".into());
+        self.uploads.lock().unwrap().push(line);
     }
 }
 
@@ -186,7 +222,10 @@ fn json_response(v: serde_json::Value) -> Response<Body> {
     r
 }
 
-async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible> {
+async fn handle(
+    mut req: Request<Incoming>,
+    uploads: Uploads,
+) -> Result<Response<Body>, Infallible> {
     let path = req.uri().path().to_owned();
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let resp = match seg.as_slice() {
@@ -202,13 +241,20 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
             Response::new(StreamBody::new(stream).boxed_unsync())
         }
         ["upload"] => {
+            // Recorded when the handler ends, or is dropped: hyper drops it when the
+            // connection fails mid-body, which counts as aborted too.
+            let mut record = Record {
+                uploads,
+                outcome: None,
+            };
             let mut body = req.into_body();
             let (mut n, mut ok) = (0u64, true);
             while let Some(frame) = body.frame().await {
                 let frame = match frame {
                     Ok(f) => f,
                     Err(e) => {
-                        return Ok(json_response(serde_json::json!({"error": e.to_string()})))
+                        record.outcome = Some(format!("aborted {e}"));
+                        return Ok(json_response(serde_json::json!({"error": e.to_string()})));
                     }
                 };
                 if let Some(d) = frame.data_ref() {
@@ -218,6 +264,7 @@ async fn handle(mut req: Request<Incoming>) -> Result<Response<Body>, Infallible
                     }
                 }
             }
+            record.outcome = Some(format!("complete {n}"));
             json_response(serde_json::json!({"bytes": n, "pattern_ok": ok}))
         }
         ["hop"] => {
