@@ -108,10 +108,7 @@ impl SqliteStore {
             .foreign_keys(true);
         let file = options.get_filename();
         if file != Path::new(":memory:") {
-            if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| fail(format!("cannot create {}: {e}", dir.display())))?;
-            }
+            private_files(file).map_err(fail)?;
         }
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
@@ -132,6 +129,52 @@ impl SqliteStore {
         tokio::spawn(write_tokens(pool.clone(), queue));
         Ok(SqliteStore { pool, inserts })
     }
+}
+
+/// Creates the database's folder (0700) and file (0600) if they are missing, and warns
+/// when existing ones are open to other users: the file holds the key that signs tokens
+/// and CSRF values, and every token hash. SQLite gives its `-wal` and `-shm` files the
+/// database file's permissions, so they follow.
+fn private_files(file: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        warn_if_open_to_others(dir, "folder", 0o700);
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(file)
+    {
+        // An empty file is an empty SQLite database.
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            warn_if_open_to_others(file, "file", 0o600);
+        }
+        Err(e) => return Err(format!("cannot create {}: {e}", file.display())),
+    }
+    // Warns when `path` grants anything to group or others.
+    fn warn_if_open_to_others(path: &Path, what: &str, wanted: u32) {
+        let Ok(meta) = std::fs::metadata(path) else {
+            return;
+        };
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "the store's {what} is open to other users (it holds the token signing key and every token hash); chmod {wanted:o} it",
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Appends to the revocation log inside the caller's transaction.

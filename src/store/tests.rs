@@ -678,3 +678,31 @@ async fn postgres_revocations_hold_under_concurrent_writes() {
     };
     revocations_hold_under_concurrent_writes(store).await;
 }
+
+#[tokio::test]
+async fn sqlite_files_are_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("sub/data/authgate.db");
+    let store = open(&format!("sqlite://{}", db.display())).await.unwrap();
+    // A write makes SQLite create its -wal and -shm files.
+    store
+        .insert_tokens(&[record(TokenKind::Access, "private", "f", None)])
+        .await
+        .unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir.path().join("sub")), 0o700);
+    assert_eq!(mode(&dir.path().join("sub/data")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    let wal = dir.path().join("sub/data/authgate.db-wal");
+    assert_eq!(mode(&wal), 0o600);
+    drop(store);
+    // An existing database keeps working (its permissions are only warned about).
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let again = open(&format!("sqlite://{}", db.display())).await.unwrap();
+    assert!(again
+        .get_token(&token::hash("private"))
+        .await
+        .unwrap()
+        .is_some());
+}
