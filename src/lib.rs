@@ -9,7 +9,9 @@
 //! | module            | job                                                                 |
 //! |-------------------|---------------------------------------------------------------------|
 //! | [`config`]        | raw TOML + `AUTHGATE_…` environment → validated [`config::Config`]  |
-//! | [`server`]        | listeners, accept loop, connection limits, timeouts, graceful drain |
+//! | [`server`]        | listeners, accept loop, connection limits, graceful drain           |
+//! | [`conn_limit`]    | open connections per client address (`max_connections_per_ip`)     |
+//! | [`connection`]    | one connection: protocol by ALPN, idle and stall timeouts           |
 //! | [`tls`]           | certificates → rustls `ServerConfig` (SNI, ALPN h2 + http/1.1)      |
 //! | [`gateway`]       | `handle()`: the per-request phases, read top to bottom              |
 //! | [`oauth`]         | token, revocation, introspection, metadata endpoints; clients        |
@@ -37,6 +39,8 @@ pub mod admin;
 pub mod body;
 pub mod certs;
 pub mod config;
+pub mod conn_limit;
+pub mod connection;
 pub mod error;
 pub mod gateway;
 pub mod health;

@@ -100,6 +100,8 @@ pub struct GatewayMetrics {
     pub upstream_latency: LatencyFamily<RouteLabel>,
     pub open_connections: Gauge,
     pub tls_handshake_failures: Counter,
+    /// Connections closed at accept: their address had `max_connections_per_ip` open.
+    pub connections_refused_per_ip: Counter,
     pub rate_limited: Family<KindLabel, Counter>,
 }
 
@@ -110,6 +112,7 @@ impl Default for GatewayMetrics {
             upstream_latency: latency_family(),
             open_connections: Gauge::default(),
             tls_handshake_failures: Counter::default(),
+            connections_refused_per_ip: Counter::default(),
             rate_limited: Family::default(),
         }
     }
@@ -200,6 +203,11 @@ impl Metrics {
             "tls_handshake_failures",
             "TLS handshakes that failed or timed out",
             g.tls_handshake_failures.clone(),
+        );
+        r.register(
+            "connections_refused_per_ip",
+            "Connections closed at accept because their address had server.max_connections_per_ip open",
+            g.connections_refused_per_ip.clone(),
         );
         r.register(
             "rate_limited",

@@ -1,6 +1,6 @@
-//! Listeners and connections: bind, accept under a connection limit, TLS handshake
-//! (bounded in time), serve HTTP/1.1 and HTTP/2 with hyper-util's auto builder, close
-//! idle connections, and drain gracefully on shutdown.
+//! Listeners: bind, accept under the connection limits (`max_connections`, and
+//! `max_connections_per_ip`), TLS handshake (bounded in time), hand each connection to
+//! a worker ([`crate::connection`] serves it), and drain gracefully on shutdown.
 //!
 //! Shutdown: stop accepting, ask every connection to finish (HTTP/1.1: close after the
 //! current response; HTTP/2: GOAWAY), wait up to `server.shutdown_grace` for the
@@ -10,21 +10,18 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, HttpMode, TlsConfig};
+use crate::conn_limit::PerIp;
+use crate::connection::{self, Activity, Builders, Protocol, Tracked};
 use crate::gateway::{ConnInfo, ConnSlot, Gateway, Listener};
 use crate::workers::Workers;
 
@@ -341,27 +338,6 @@ fn ensure_dev_cert(tls: &TlsConfig) -> Result<(), ServerError> {
     }
 }
 
-fn http_builder(config: &Config) -> auto::Builder<TokioExecutor> {
-    let s = &config.server;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    // Headers between `max_header_bytes` and this buffer size reach the gateway, which
-    // answers 431 with the usual headers (HSTS); beyond it hyper answers 431 itself.
-    let buf = (s.max_header_bytes * 2).max(400 * 1024);
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(s.header_read_timeout)
-        .max_buf_size(buf)
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(s.http2_max_concurrent_streams)
-        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
-        // No keep-alive pings: they would count as activity and keep idle HTTP/2
-        // connections open past `idle_timeout`, which already reaps dead peers.
-        .max_pending_accept_reset_streams(Some(64));
-    b
-}
-
 fn log_listening(what: &str, listener: &TcpListener, mode: Option<HttpMode>) {
     let addr = listener
         .local_addr()
@@ -395,7 +371,8 @@ async fn accept_loop(
     config: Arc<Config>,
 ) {
     let idle_timeout = config.server.idle_timeout;
-    let builder = Arc::new(http_builder(&config));
+    let builders = Arc::new(Builders::new(&config));
+    let per_ip = config.server.max_connections_per_ip.map(PerIp::new);
     loop {
         // Wait for a free connection slot before accepting: excess clients queue in the
         // kernel's backlog instead of being accepted and starved.
@@ -433,10 +410,22 @@ async fn accept_loop(
             }
         };
         let trusted_peer = gateway.is_trusted(peer.ip());
+        // Trusted proxies carry many clients each: not counted per address.
+        let per_ip_hold = match per_ip.as_ref().filter(|_| !trusted_peer) {
+            None => None,
+            Some(table) => match table.try_hold(peer.ip()) {
+                Some(hold) => Some(hold),
+                None => {
+                    tracing::debug!(%peer, "server.max_connections_per_ip reached: connection closed");
+                    gateway.metrics().connections_refused_per_ip.inc();
+                    continue;
+                }
+            },
+        };
         let gateway = gateway.clone();
-        let builder = builder.clone();
+        let builders = builders.clone();
         let stop = stop.clone();
-        let slot = Arc::new(ConnSlot::new(permit, gateway.metrics()));
+        let slot = Arc::new(ConnSlot::new(permit, per_ip_hold, gateway.metrics()));
         workers.spawn(move |worker| async move {
             let tcp = match TcpStream::from_std(tcp) {
                 Ok(tcp) => tcp,
@@ -452,18 +441,43 @@ async fn accept_loop(
                 slot,
                 worker,
             };
-            let activity = Arc::new(Activity::new());
+            let activity = Activity::new();
             let io = Tracked {
                 inner: tcp,
                 activity: activity.clone(),
             };
             match tls {
-                None => serve_conn(io, info, gateway, builder, stop, activity, idle_timeout).await,
+                None => {
+                    let protocol = Protocol::Sniffed;
+                    connection::serve(
+                        io,
+                        protocol,
+                        info,
+                        gateway,
+                        builders,
+                        stop,
+                        activity,
+                        idle_timeout,
+                    )
+                    .await
+                }
                 Some((acceptor, hs_timeout)) => {
                     match tokio::time::timeout(hs_timeout, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
-                            serve_conn(stream, info, gateway, builder, stop, activity, idle_timeout)
-                                .await
+                            // ALPN decides: an HTTP/2 preface on a connection that agreed
+                            // on http/1.1 is refused, not sniffed.
+                            let protocol = Protocol::for_alpn(stream.get_ref().1.alpn_protocol());
+                            connection::serve(
+                                stream,
+                                protocol,
+                                info,
+                                gateway,
+                                builders,
+                                stop,
+                                activity,
+                                idle_timeout,
+                            )
+                            .await
                         }
                         Ok(Err(e)) => {
                             gateway.metrics().tls_handshake_failures.inc();
@@ -477,63 +491,6 @@ async fn accept_loop(
                 }
             }
         });
-    }
-}
-
-async fn serve_conn<I>(
-    io: I,
-    info: ConnInfo,
-    gateway: Arc<Gateway>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    mut stop: watch::Receiver<bool>,
-    activity: Arc<Activity>,
-    idle_timeout: Duration,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = info.peer;
-    let info = Arc::new(info);
-    let svc = service_fn(move |req| {
-        let gateway = gateway.clone();
-        let info = info.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, &info).await) }
-    });
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    tokio::pin!(conn);
-    let idle = tokio::time::sleep(idle_timeout);
-    tokio::pin!(idle);
-    let mut closing = false;
-    loop {
-        tokio::select! {
-            res = conn.as_mut() => {
-                if let Err(e) = res {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
-                }
-                return;
-            }
-            _ = stop.changed(), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-            _ = &mut idle => {
-                let quiet = activity.quiet_for();
-                if quiet < idle_timeout {
-                    idle.as_mut().reset(tokio::time::Instant::now() + (idle_timeout - quiet));
-                } else if !closing {
-                    // Graceful: a request still being answered completes first.
-                    tracing::debug!(%peer, "closing idle connection");
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                    idle.as_mut().reset(tokio::time::Instant::now() + idle_timeout);
-                } else {
-                    // Still no byte moved a whole idle period after asking it to finish:
-                    // a stalled peer (not reading its response, or an upstream stuck
-                    // mid-body). Drop the connection so it stops holding a slot.
-                    tracing::debug!(%peer, "dropping stalled connection");
-                    return;
-                }
-            }
-        }
     }
 }
 
@@ -573,89 +530,5 @@ async fn ops_loop(listener: TcpListener, gateway: Arc<Gateway>) {
                 Ok(Ok(())) => {}
             }
         });
-    }
-}
-
-/// When a connection last moved bytes.
-struct Activity {
-    epoch: Instant,
-    last_ms: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            epoch: Instant::now(),
-            last_ms: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        self.last_ms
-            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn quiet_for(&self) -> Duration {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// A TCP stream that records activity on every read and write.
-struct Tracked {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        res
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -119,6 +119,8 @@ pub struct ServerConfig {
     /// Where trusted proxies name the client's address.
     pub client_ip_header: ClientIpHeader,
     pub max_connections: usize,
+    /// Open connections per client address (IPv6 by /64); `None`: no cap.
+    pub max_connections_per_ip: Option<u32>,
     /// Connection worker threads (each a single-threaded runtime).
     pub workers: usize,
     pub header_read_timeout: Duration,
@@ -380,6 +382,10 @@ impl Config {
             trusted_proxies,
             client_ip_header,
             max_connections,
+            max_connections_per_ip: match s.max_connections_per_ip.unwrap_or(256) {
+                0 => None,
+                n => Some(n),
+            },
             workers,
             header_read_timeout: v.duration(
                 "server.header_read_timeout",

@@ -150,6 +150,7 @@ pub struct RawServer {
     pub http2_max_concurrent_streams: Option<u32>,
     pub shutdown_grace: Option<String>,
     pub underscores_in_headers: Option<bool>,
+    pub max_connections_per_ip: Option<u32>,
 }
 
 /// `[tls]`: server certificates and HSTS.

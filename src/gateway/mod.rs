@@ -74,15 +74,22 @@ pub struct ConnInfo {
 #[derive(Debug)]
 pub struct ConnSlot {
     _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Its place under `server.max_connections_per_ip` (none for trusted proxies).
+    _per_ip: Option<crate::conn_limit::Hold>,
     open: prometheus_client::metrics::gauge::Gauge,
 }
 
 impl ConnSlot {
-    /// Holds `permit` and counts the connection in `metrics`.
-    pub fn new(permit: tokio::sync::OwnedSemaphorePermit, metrics: &GatewayMetrics) -> ConnSlot {
+    /// Holds `permit` (and `per_ip`) and counts the connection in `metrics`.
+    pub fn new(
+        permit: tokio::sync::OwnedSemaphorePermit,
+        per_ip: Option<crate::conn_limit::Hold>,
+        metrics: &GatewayMetrics,
+    ) -> ConnSlot {
         metrics.open_connections.inc();
         ConnSlot {
             _permit: permit,
+            _per_ip: per_ip,
             open: metrics.open_connections.clone(),
         }
     }

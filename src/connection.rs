@@ -1,0 +1,395 @@
+//! One accepted client connection, served to its end: the protocol (on TLS, what ALPN
+//! chose and nothing else; sniffed on plain HTTP), and when it is idle or stalled.
+//!
+//! Idle means no request in flight and none started or finished for
+//! `server.idle_timeout`: bytes alone (HTTP/2 PINGs, a trickle of empty frames) do not
+//! keep a connection open. A request in flight keeps it open while bytes move; when
+//! none has moved for `idle_timeout` the peer is stalled (it stopped reading, or its
+//! upstream stopped mid-body). Either way the connection is first asked to finish
+//! (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY), and dropped if it
+//! still has not an `idle_timeout` later.
+
+use std::convert::Infallible;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::body::{Body, BoxError};
+use crate::config::Config;
+use crate::gateway::{ConnInfo, Gateway};
+
+/// The protocol a connection is served with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// Plain HTTP: HTTP/1.1, or HTTP/2 with prior knowledge (sniffed from the preface).
+    Sniffed,
+    /// TLS that negotiated `http/1.1`, or no ALPN: an HTTP/2 preface is refused.
+    Http1,
+    /// TLS that negotiated `h2`.
+    Http2,
+}
+
+impl Protocol {
+    /// What a TLS connection's negotiated ALPN protocol allows.
+    pub fn for_alpn(alpn: Option<&[u8]>) -> Protocol {
+        match alpn {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        }
+    }
+}
+
+/// The connection builders, configured once from `[server]`: hyper-util's sniffing
+/// one for plain HTTP, and hyper's own for one protocol (hyper-util's `http1_only` does
+/// nothing for connections with upgrades, which WebSocket needs).
+pub struct Builders {
+    sniffed: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
+}
+
+impl Builders {
+    /// Builders with the limits and timeouts of `config.server`.
+    pub fn new(config: &Config) -> Builders {
+        let s = &config.server;
+        // Headers between `max_header_bytes` and this buffer size reach the gateway,
+        // which answers 431 with the usual headers (HSTS); beyond it hyper answers 431.
+        let buf = (s.max_header_bytes * 2).max(400 * 1024);
+        let header_list = u32::try_from(buf).unwrap_or(u32::MAX);
+        let mut sniffed = auto::Builder::new(TokioExecutor::new());
+        sniffed
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(s.header_read_timeout)
+            .max_buf_size(buf)
+            .keep_alive(true);
+        // No keep-alive pings of ours: idleness is measured by requests (see the module
+        // docs), and dead peers are reaped by `idle_timeout`.
+        sniffed
+            .http2()
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(s.http2_max_concurrent_streams)
+            .max_header_list_size(header_list)
+            .max_pending_accept_reset_streams(Some(64));
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(s.header_read_timeout)
+            .max_buf_size(buf)
+            .keep_alive(true);
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(s.http2_max_concurrent_streams)
+            .max_header_list_size(header_list)
+            .max_pending_accept_reset_streams(Some(64));
+        Builders {
+            sniffed,
+            http1,
+            http2,
+        }
+    }
+}
+
+/// Drives `conn` until it ends; the first change on `finish` asks it to finish
+/// gracefully (`shutdown` is its `graceful_shutdown`).
+async fn drive<C, E>(
+    conn: C,
+    mut finish: watch::Receiver<bool>,
+    shutdown: impl FnOnce(Pin<&mut C>),
+) -> Result<(), BoxError>
+where
+    C: std::future::Future<Output = Result<(), E>>,
+    E: Into<BoxError>,
+{
+    tokio::pin!(conn);
+    let mut shutdown = Some(shutdown);
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => return res.map_err(Into::into),
+            _ = finish.changed(), if shutdown.is_some() => {
+                if let Some(f) = shutdown.take() {
+                    f(conn.as_mut());
+                }
+            }
+        }
+    }
+}
+
+/// Serves `io` until the peer closes, the connection idles or stalls, or shutdown.
+#[allow(clippy::too_many_arguments)]
+pub async fn serve<I>(
+    io: I,
+    protocol: Protocol,
+    info: ConnInfo,
+    gateway: Arc<Gateway>,
+    builders: Arc<Builders>,
+    mut stop: watch::Receiver<bool>,
+    activity: Arc<Activity>,
+    idle_timeout: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = info.peer;
+    let info = Arc::new(info);
+    let requests = activity.clone();
+    let svc = service_fn(move |req| {
+        let gateway = gateway.clone();
+        let info = info.clone();
+        let in_flight = requests.request_started();
+        async move {
+            let resp = gateway.handle(req, &info).await;
+            // In flight until hyper has sent the whole body and drops it.
+            Ok::<_, Infallible>(resp.map(|body| Counted {
+                inner: body,
+                _in_flight: in_flight,
+            }))
+        }
+    });
+    let (finish, finishing) = watch::channel(false);
+    let io = TokioIo::new(io);
+    let conn: Pin<Box<dyn std::future::Future<Output = Result<(), BoxError>> + Send + '_>> =
+        match protocol {
+            Protocol::Sniffed => Box::pin(drive(
+                builders.sniffed.serve_connection_with_upgrades(io, svc),
+                finishing,
+                |c| c.graceful_shutdown(),
+            )),
+            Protocol::Http1 => Box::pin(drive(
+                builders.http1.serve_connection(io, svc).with_upgrades(),
+                finishing,
+                |c| c.graceful_shutdown(),
+            )),
+            Protocol::Http2 => Box::pin(drive(
+                builders.http2.serve_connection(io, svc),
+                finishing,
+                |c| c.graceful_shutdown(),
+            )),
+        };
+    tokio::pin!(conn);
+    let idle = tokio::time::sleep(idle_timeout);
+    tokio::pin!(idle);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.changed(), if !closing => {
+                let _ = finish.send(true);
+                closing = true;
+            }
+            _ = &mut idle => {
+                let now = tokio::time::Instant::now();
+                match activity.waiting(idle_timeout) {
+                    Some(left) => idle.as_mut().reset(now + left),
+                    None if !closing => {
+                        // Graceful: a request still being answered completes first.
+                        tracing::debug!(%peer, "closing idle or stalled connection");
+                        let _ = finish.send(true);
+                        closing = true;
+                        idle.as_mut().reset(now + idle_timeout);
+                    }
+                    None => {
+                        // Asked to finish a whole idle period ago, and still idle (only
+                        // pings) or stalled: drop it so it stops holding a slot.
+                        tracing::debug!(%peer, "dropping connection that did not finish");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// What a connection has been doing: requests in flight, and when a request last
+/// started or finished and a byte last moved.
+pub struct Activity {
+    epoch: Instant,
+    last_byte_ms: AtomicU64,
+    last_request_ms: AtomicU64,
+    in_flight: AtomicUsize,
+}
+
+impl Activity {
+    /// A connection that opened now.
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            epoch: Instant::now(),
+            last_byte_ms: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+        })
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn touch(&self) {
+        self.last_byte_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn request_started(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// How much longer the connection may stay as it is: `None` when it has been idle
+    /// (no request in flight, none for `limit`) or stalled (requests in flight, no byte
+    /// for `limit`) that long.
+    fn waiting(&self, limit: Duration) -> Option<Duration> {
+        let since = if self.in_flight.load(Ordering::Relaxed) == 0 {
+            &self.last_request_ms
+        } else {
+            &self.last_byte_ms
+        };
+        let quiet =
+            Duration::from_millis(self.now_ms().saturating_sub(since.load(Ordering::Relaxed)));
+        limit.checked_sub(quiet).filter(|left| !left.is_zero())
+    }
+}
+
+/// One request in flight on a connection.
+struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .last_request_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that holds its request's [`InFlight`] until hyper drops it.
+    struct Counted {
+        #[pin]
+        inner: Body,
+        _in_flight: InFlight,
+    }
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TCP stream that records activity on every read and write.
+pub struct Tracked {
+    pub inner: TcpStream,
+    pub activity: Arc<Activity>,
+}
+
+impl AsyncRead for Tracked {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        res
+    }
+}
+
+impl AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        res
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alpn_decides_the_protocol_on_tls() {
+        assert_eq!(Protocol::for_alpn(Some(b"h2")), Protocol::Http2);
+        assert_eq!(Protocol::for_alpn(Some(b"http/1.1")), Protocol::Http1);
+        assert_eq!(Protocol::for_alpn(None), Protocol::Http1);
+    }
+
+    #[test]
+    fn idle_counts_requests_and_stalled_counts_bytes() {
+        let a = Activity::new();
+        let long = Duration::from_secs(3600);
+        assert!(a.waiting(long).is_some());
+        assert_eq!(a.waiting(Duration::ZERO), None);
+        // Bytes alone do not make an idle connection busy.
+        a.touch();
+        assert_eq!(a.waiting(Duration::ZERO), None);
+        let r = a.request_started();
+        // In flight: waiting on bytes, which just moved.
+        assert!(a.waiting(long).is_some());
+        drop(r);
+        assert!(a.waiting(long).is_some());
+        assert_eq!(a.in_flight.load(Ordering::Relaxed), 0);
+    }
+}

@@ -1,0 +1,140 @@
+//! Connection-level defences: a cap per client address, HTTP/2 PINGs that do not keep
+//! an idle connection open, and ALPN that decides the protocol on TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{route, Gate, Upstream, LIMIT};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn get_on(tcp: &mut tokio::net::TcpStream) -> String {
+    tcp.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(LIMIT, tcp.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+/// Whether the server closes `tcp` without answering a request.
+async fn closed_at_once(tcp: &mut tokio::net::TcpStream) -> bool {
+    let _ = tcp.write_all(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut buf = vec![0u8; 1024];
+    matches!(
+        tokio::time::timeout(LIMIT, tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn one_address_cannot_open_more_than_its_share() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nmax_connections_per_ip = 2",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let addr = gate.http.unwrap();
+    let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(get_on(&mut first).await.starts_with("HTTP/1.1 200"));
+    assert!(get_on(&mut second).await.starts_with("HTTP/1.1 200"));
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    assert!(
+        closed_at_once(&mut third).await,
+        "a third connection was served"
+    );
+    // The first two still work; closing one gives its place back.
+    assert!(get_on(&mut first).await.starts_with("HTTP/1.1 200"));
+    drop(second);
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let mut next = tokio::net::TcpStream::connect(addr).await.unwrap();
+        if !closed_at_once(&mut next).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn trusted_proxies_are_not_capped_per_address() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nmax_connections_per_ip = 1\ntrusted_proxies = [\"127.0.0.1\"]",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let addr = gate.http.unwrap();
+    let mut conns = Vec::new();
+    for _ in 0..3 {
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        assert!(get_on(&mut c).await.starts_with("HTTP/1.1 200"));
+        conns.push(c);
+    }
+}
+
+#[tokio::test]
+async fn http2_pings_do_not_keep_an_idle_connection_open() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nidle_timeout = \"400ms\"",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let tls = gate.tls_connect(&[&rustls::version::TLS13], &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .keep_alive_interval(Duration::from_millis(50))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("https://localhost:{}/x", gate.https.port()))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    // Only pings from now on: the server must still end the connection.
+    tokio::time::timeout(LIMIT, conn)
+        .await
+        .expect("pings kept an idle HTTP/2 connection open")
+        .unwrap()
+        .ok();
+}
+
+#[tokio::test]
+async fn an_http2_preface_is_refused_where_alpn_chose_http1() {
+    let up = Upstream::start().await;
+    let gate = Gate::start("http_mode = \"serve\"", "", &route("/", &up.url(), "")).await;
+    let mut tls = gate
+        .tls_connect(&[&rustls::version::TLS13], &[b"http/1.1"])
+        .await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // The connection preface and an empty SETTINGS frame.
+    tls.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut out))
+        .await
+        .expect("the connection stayed open");
+    // An HTTP/2 server answers with its own SETTINGS frame (type 4 at byte 3).
+    assert!(
+        out.is_empty() || out.starts_with(b"HTTP/1.1 4"),
+        "served HTTP/2: {out:?}"
+    );
+    assert_eq!(up.hits(), 0);
+}
