@@ -74,9 +74,14 @@ impl PgStore {
         let base = PgConnectOptions::from_str(url)
             .map_err(|e| fail(e.to_string()))?
             .application_name("authgate");
-        let options = base
-            .clone()
-            .options([("statement_timeout", statement_timeout.as_str())]);
+        // READ COMMITTED whatever the server's default: the grant locks below rely on an
+        // UPDATE seeing rows committed while it waited for a lock, which REPEATABLE READ
+        // and SERIALIZABLE snapshots (taken at the first statement) would not.
+        let options = base.clone().options([
+            ("statement_timeout", statement_timeout.as_str()),
+            // The startup `options` split on spaces; a backslash escapes one.
+            ("default_transaction_isolation", "read\\ committed"),
+        ]);
         // Migrations on a connection of their own: closing it releases sqlx's advisory
         // lock even if a migration fails half-way. No statement timeout there: waiting
         // for another instance's migration, or building an index, may take longer.
@@ -107,6 +112,16 @@ impl PgStore {
             options,
             feed: Mutex::new(None),
         })
+    }
+
+    /// The isolation level a transaction of this store runs at.
+    pub async fn isolation(&self) -> Result<String, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.rollback().await?;
+        Ok(level)
     }
 
     async fn sweep_locked(
@@ -412,6 +427,18 @@ impl PgStore {
             Hold::Shared,
         ));
         lock(&mut tx, keys).await?;
+        // The family was read before the locks: if a concurrent regrant moved the token
+        // meanwhile, these are the wrong locks; roll back and start again.
+        let family_now: Option<String> =
+            sqlx::query_scalar("SELECT family FROM tokens WHERE hash = $1 FOR UPDATE")
+                .bind(&hash.0[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if family_now.as_deref() != Some(current.family.as_str()) {
+            return Err(StoreError::Contended(
+                "the token's grant changed while its locks were taken".into(),
+            ));
+        }
         sqlx::query("UPDATE tokens SET scope = $1, extra = $2, family = $3 WHERE hash = $4")
             .bind(scope)
             .bind(serde_json::Value::Object(extra.clone()).to_string())
@@ -552,6 +579,122 @@ impl PgStore {
     }
 }
 
+/// Single attempts of the writes that [`retry::retry`] repeats on a conflict.
+impl PgStore {
+    async fn token_key_once(&self) -> Result<SecretKey, StoreError> {
+        let fresh = crate::token::new_key();
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('token_key', $1) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(&fresh.expose()[..])
+        .execute(&self.pool)
+        .await?;
+        let bytes: Vec<u8> = sqlx::query("SELECT value FROM settings WHERE name = 'token_key'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("value")?;
+        <[u8; 32]>::try_from(bytes.as_slice())
+            .map(SecretKey::new)
+            .map_err(|_| StoreError::Corrupt("token key is not 32 bytes".into()))
+    }
+
+    async fn insert_client_once(&self, c: &ClientRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO clients (id, secret_hash, name, settings, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&c.id)
+        .bind(&c.secret_hash)
+        .bind(&c.name)
+        .bind(c.settings.to_string())
+        .bind(c.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("client {:?}", c.id)))?;
+        Ok(())
+    }
+
+    async fn set_client_secret_once(
+        &self,
+        id: &str,
+        secret_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
+            .bind(secret_hash)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_connection_once(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(key)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn bump_connection_once(&self, key: &str) -> Result<i64, StoreError> {
+        let row = sqlx::query(
+            "INSERT INTO connections (key, generation) VALUES ($1, 1) ON CONFLICT (key) \
+             DO UPDATE SET generation = connections.generation + 1 RETURNING generation",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("generation")?)
+    }
+
+    async fn insert_user_once(&self, u: &UserRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO users (name, password_hash, settings, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&u.name)
+        .bind(&u.password_hash)
+        .bind(u.settings.to_string())
+        .bind(u.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| conflict(e, format!("user {:?}", u.name)))?;
+        Ok(())
+    }
+
+    async fn set_user_password_once(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_code_once(&self, c: &CodeRecord) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
+             extra, family, expires_at, device_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&c.hash.0[..])
+        .bind(&c.client_id)
+        .bind(&c.redirect_uri)
+        .bind(&c.code_challenge)
+        .bind(&c.scope)
+        .bind(&c.subject)
+        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
+        .bind(&c.family)
+        .bind(c.expires_at)
+        .bind(&c.device_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -570,37 +713,11 @@ impl Store for PgStore {
     }
 
     async fn token_key(&self) -> Result<SecretKey, StoreError> {
-        let fresh = crate::token::new_key();
-        sqlx::query(
-            "INSERT INTO settings (name, value) VALUES ('token_key', $1) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(&fresh.expose()[..])
-        .execute(&self.pool)
-        .await?;
-        let bytes: Vec<u8> = sqlx::query("SELECT value FROM settings WHERE name = 'token_key'")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get("value")?;
-        <[u8; 32]>::try_from(bytes.as_slice())
-            .map(SecretKey::new)
-            .map_err(|_| StoreError::Corrupt("token key is not 32 bytes".into()))
+        retry::retry("token_key", move || self.token_key_once()).await
     }
 
     async fn insert_client(&self, c: &ClientRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO clients (id, secret_hash, name, settings, created_at) \
-             VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(&c.id)
-        .bind(&c.secret_hash)
-        .bind(&c.name)
-        .bind(c.settings.to_string())
-        .bind(c.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict(e, format!("client {:?}", c.id)))?;
-        Ok(())
+        retry::retry("insert_client", move || self.insert_client_once(c)).await
     }
 
     async fn get_client(&self, id: &str) -> Result<Option<ClientRecord>, StoreError> {
@@ -623,12 +740,10 @@ impl Store for PgStore {
     }
 
     async fn set_client_secret(&self, id: &str, secret_hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE clients SET secret_hash = $1 WHERE id = $2")
-            .bind(secret_hash)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("set_client_secret", move || {
+            self.set_client_secret_once(id, secret_hash)
+        })
+        .await
     }
 
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
@@ -644,24 +759,14 @@ impl Store for PgStore {
     }
 
     async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO connections (key, generation) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        retry::retry("record_connection", move || {
+            self.record_connection_once(key)
+        })
+        .await
     }
 
     async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO connections (key, generation) VALUES ($1, 1) ON CONFLICT (key) \
-             DO UPDATE SET generation = connections.generation + 1 RETURNING generation",
-        )
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("generation")?)
+        retry::retry("bump_connection", move || self.bump_connection_once(key)).await
     }
 
     async fn regrant_token(
@@ -732,18 +837,7 @@ impl Store for PgStore {
     }
 
     async fn insert_user(&self, u: &UserRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO users (name, password_hash, settings, created_at) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&u.name)
-        .bind(&u.password_hash)
-        .bind(u.settings.to_string())
-        .bind(u.created_at)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| conflict(e, format!("user {:?}", u.name)))?;
-        Ok(())
+        retry::retry("insert_user", move || self.insert_user_once(u)).await
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<UserRecord>, StoreError> {
@@ -766,12 +860,10 @@ impl Store for PgStore {
     }
 
     async fn set_user_password(&self, name: &str, hash: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
-            .bind(hash)
-            .bind(name)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() == 1)
+        retry::retry("set_user_password", move || {
+            self.set_user_password_once(name, hash)
+        })
+        .await
     }
 
     async fn delete_user(&self, name: &str, now: i64) -> Result<bool, StoreError> {
@@ -779,24 +871,7 @@ impl Store for PgStore {
     }
 
     async fn insert_code(&self, c: &CodeRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
-             extra, family, expires_at, device_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(&c.hash.0[..])
-        .bind(&c.client_id)
-        .bind(&c.redirect_uri)
-        .bind(&c.code_challenge)
-        .bind(&c.scope)
-        .bind(&c.subject)
-        .bind(serde_json::Value::Object(c.extra.clone()).to_string())
-        .bind(&c.family)
-        .bind(c.expires_at)
-        .bind(&c.device_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        retry::retry("insert_code", move || self.insert_code_once(c)).await
     }
 
     async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {

@@ -15,7 +15,9 @@ use super::StoreError;
 
 /// Tries at most (the first included).
 pub const ATTEMPTS: u32 = 8;
-/// The first pause; it doubles after each attempt (2, 4, … 256 ms: about 0.5 s in all).
+/// The first pause; it doubles after each attempt (2, 4, … 256 ms: about 0.5 s of
+/// pauses in all, plus what each attempt itself waits: on SQLite up to the 5 s busy
+/// timeout for the write lock).
 const FIRST_PAUSE: Duration = Duration::from_millis(2);
 
 /// Whether `e` is a conflict that a new attempt may not meet.
@@ -23,17 +25,19 @@ pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
     let sqlx::Error::Database(db) = e else {
         return false;
     };
-    let Some(code) = db.code() else {
-        return false;
-    };
-    match code.as_ref() {
-        // PostgreSQL SQLSTATEs.
-        "40P01" | "40001" => true,
-        // SQLite extended result codes: the primary code is the low byte.
-        other => other
-            .parse::<i32>()
-            .is_ok_and(|c| matches!(c & 0xff, 5 | 6)),
+    if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+        // deadlock_detected, serialization_failure
+        return matches!(pg.code(), "40P01" | "40001");
     }
+    if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        // SQLite's extended result code; the primary code is its low byte: BUSY (5)
+        // and LOCKED (6), with their variants (BUSY_SNAPSHOT, LOCKED_SHAREDCACHE, …).
+        return db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .is_some_and(|c| matches!(c & 0xff, 5 | 6));
+    }
+    false
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or has met a conflict

@@ -62,15 +62,23 @@ async fn write_tokens(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Pendi
                     let _ = p.done.send(Ok(()));
                 }
             }
-            Err(e) if batch.len() == 1 => {
-                if let Some(p) = batch.pop() {
-                    let _ = p.done.send(Err(e));
+            Err(e) if batch.len() == 1 || matches!(e, StoreError::Contended(_)) => {
+                // Alone, or the lock stayed held through every retry (another process
+                // holds it): the whole batch fails, rather than each request waiting
+                // out the retries again one by one.
+                let reason = e.to_string();
+                for p in batch.drain(..) {
+                    let _ = p.done.send(Err(StoreError::Contended(reason.clone())));
                 }
             }
             Err(_) => {
                 // One request's rows failed the whole transaction: commit each request
-                // on its own, so that only the faulty one fails.
+                // on its own, so that only the faulty one fails. Requests whose caller
+                // has gone (cancelled) are skipped: nobody would receive their tokens.
                 for p in batch.drain(..) {
+                    if p.done.is_closed() {
+                        continue;
+                    }
                     let _ = p.done.send(insert_committed(&pool, p.tokens.iter()).await);
                 }
             }
@@ -826,7 +834,9 @@ impl Store for SqliteStore {
         log_before: i64,
         batch: u32,
     ) -> Result<Option<u64>, StoreError> {
-        retry::retry("sweep", move || self.sweep_once(before, log_before, batch)).await
+        // Not retried: each batch commits on its own, the sweep runs again later, and a
+        // failure is only logged.
+        self.sweep_once(before, log_before, batch).await
     }
 
     async fn list_tokens(

@@ -706,3 +706,33 @@ async fn sqlite_files_are_private_to_the_owner() {
         .unwrap()
         .is_some());
 }
+
+#[tokio::test]
+async fn postgres_transactions_are_read_committed_whatever_the_server_default() {
+    let Some((store, db)) = postgres().await else {
+        return;
+    };
+    // The server's default changed to something stricter for this database.
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let name: String = sqlx::query_scalar("SELECT current_database()")
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+    sqlx::query(&format!(
+        "ALTER DATABASE \"{name}\" SET default_transaction_isolation = 'serializable'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let pool = super::postgres::PgStore::open(db.url(), &PoolOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(pool.isolation().await.unwrap(), "read committed");
+    // A numeric SQLSTATE (22021: a NUL in text) is no SQLite BUSY code: not retried.
+    assert!(matches!(
+        store.get_client("a\0b").await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
