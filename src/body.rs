@@ -96,24 +96,30 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        match this.inner.poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
+        let mut this = self.project();
+        loop {
+            return match this.inner.as_mut().poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Some(data) = frame.data_ref() else {
+                        // Request trailers arrive after every check of the head
+                        // (method overrides, identity, `_` names); upstreams that merge
+                        // them into the headers would believe them. None go upstream.
+                        continue;
+                    };
                     *this.seen += data.len() as u64;
                     if *this.seen > *this.limit {
                         this.watch.too_large.store(true, Ordering::Release);
                         return Poll::Ready(Some(Err(TooLarge { limit: *this.limit }.into())));
                     }
+                    Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.watch.client_failed.store(true, Ordering::Release);
-                Poll::Ready(Some(Err(e.into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.watch.client_failed.store(true, Ordering::Release);
+                    Poll::Ready(Some(Err(e.into())))
+                }
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            };
         }
     }
 
@@ -228,6 +234,25 @@ mod tests {
         let err = body.collect().await.unwrap_err();
         assert!(err.to_string().contains("exceeds 40 bytes"));
         assert!(watch.too_large() && !watch.client_failed());
+    }
+
+    #[tokio::test]
+    async fn limited_drops_request_trailers() {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-http-method-override", "DELETE".parse().unwrap());
+        let frames = vec![
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"hello"))),
+            Ok(Frame::trailers(trailers)),
+        ];
+        let watch = Arc::new(BodyWatch::default());
+        let body = Limited::new(
+            StreamBody::new(futures_util::stream::iter(frames)),
+            40,
+            watch,
+        );
+        let collected = body.collect().await.unwrap();
+        assert!(collected.trailers().is_none());
+        assert_eq!(collected.to_bytes(), "hello");
     }
 
     #[tokio::test]

@@ -37,6 +37,23 @@ path = "/public"
 upstream = "{upstream}"
 public = true
 strip_prefix = true
+[[route]]
+path = "/ws"
+upstream = "{upstream}"
+strip_prefix = true
+perimeter = "links"
+[[route]]
+path = "/site"
+upstream = "{upstream}/general"
+public = true
+[[route]]
+path = "/site"
+host = "admin.example"
+upstream = "{upstream}/admin"
+perimeter = "links"
+[forward_auth]
+path = "/auth/verify"
+headers = "x-original"
 "#
     )
 }
@@ -317,10 +334,17 @@ async fn header_names_with_underscores_are_dropped_unless_allowed() {
     let (gate, _up) = setup("underscores_in_headers = true").await;
     let resp = raw(
         &gate,
-        "GET /public/x HTTP/1.1\r\nHost: x\r\nX_Custom: 1\r\nConnection: close\r\n\r\n",
+        "GET /public/x HTTP/1.1\r\nHost: x\r\nX_Custom: 1\r\nX_Forwarded_For: 6.6.6.6\r\n\
+         X_Request_Id: forged\r\nX_HTTP_Method_Override: DELETE\r\nConnection: close\r\n\r\n",
     )
     .await;
-    assert_eq!(echoed(&resp)["headers"]["x_custom"], "1");
+    let v = echoed(&resp);
+    let h = v["headers"].as_object().unwrap();
+    assert_eq!(h["x_custom"], "1");
+    // Allowed, but not under a name that reads as one authgate vouches for.
+    for gone in ["x_forwarded_for", "x_request_id", "x_http_method_override"] {
+        assert!(!h.contains_key(gone), "{gone}: {h:?}");
+    }
 }
 
 #[tokio::test]
@@ -381,4 +405,241 @@ async fn a_431_closes_the_connection() {
         "{resp}"
     );
     assert_eq!(up.hits(), 0);
+}
+
+/// Reads a response head byte by byte (the connection may go on as a tunnel).
+async fn read_head(tcp: &mut tokio::net::TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(LIMIT, tcp.read_exact(&mut byte))
+            .await
+            .expect("no response head")
+            .unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).to_ascii_lowercase()
+}
+
+const WS_HEAD: &str = "Connection: Upgrade\r\nUpgrade: websocket\r\n\
+    Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n";
+
+/// Opens a WebSocket tunnel through `/ws/upgrade` with `token`; checks it echoes.
+async fn open_tunnel(gate: &Gate, token: &str) -> tokio::net::TcpStream {
+    let mut tcp = tokio::net::TcpStream::connect(gate.http.unwrap())
+        .await
+        .unwrap();
+    tcp.write_all(
+        format!(
+            "GET /ws/upgrade HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n{WS_HEAD}\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let head = read_head(&mut tcp).await;
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    tcp.write_all(b"ping").await.unwrap();
+    let mut buf = [0u8; 9];
+    tokio::time::timeout(LIMIT, tcp.read_exact(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&buf, b"echo:ping");
+    tcp
+}
+
+/// Waits (bounded) for the server to close `tcp`.
+async fn closed(tcp: &mut tokio::net::TcpStream) -> bool {
+    let mut buf = [0u8; 64];
+    matches!(
+        tokio::time::timeout(LIMIT, tcp.read(&mut buf)).await,
+        Ok(Ok(0)) | Ok(Err(_))
+    )
+}
+
+#[tokio::test]
+async fn only_an_answered_websocket_handshake_becomes_a_tunnel() {
+    let (gate, up) = setup("").await;
+    // A second Upgrade line (h2c) and HTTP2-Settings do not reach the upstream.
+    let resp = raw(
+        &gate,
+        &format!(
+            "GET /public/echo HTTP/1.1\r\nHost: x\r\n{WS_HEAD}Upgrade: h2c\r\n\
+             HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n"
+        ),
+    )
+    .await;
+    let v = echoed(&resp);
+    assert_eq!(v["headers"]["upgrade"], "websocket", "{v}");
+    assert!(v["headers"].get("http2-settings").is_none(), "{v}");
+    // An upstream 101 that names another protocol, or does not answer the key, is a
+    // failure of the upstream: no tunnel.
+    for path in ["/public/upgrade/h2c", "/public/upgrade/no-accept"] {
+        let mut tcp = tokio::net::TcpStream::connect(gate.http.unwrap())
+            .await
+            .unwrap();
+        tcp.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n{WS_HEAD}\r\n").as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut tcp).await;
+        assert!(head.starts_with("http/1.1 502"), "{path}: {head}");
+    }
+    // A 101 to a request that asked for no WebSocket is refused too.
+    let resp = raw(
+        &gate,
+        "GET /public/upgrade HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), 502, "{resp}");
+    assert!(up.hits() >= 3);
+}
+
+#[tokio::test]
+async fn a_tunnel_ends_when_its_token_is_revoked() {
+    let (gate, _up) = setup("").await;
+    let t = token(&gate, "rw-app", "s1").await;
+    let mut tcp = open_tunnel(&gate, &t).await;
+    let resp = common::post_form(
+        &gate,
+        "/oauth/revoke",
+        Some(("rw-app", "s1")),
+        &[("token", &t)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    assert!(
+        closed(&mut tcp).await,
+        "the tunnel outlived its revoked token"
+    );
+}
+
+#[tokio::test]
+async fn a_tunnel_ends_when_its_token_expires() {
+    let up = Upstream::start().await;
+    let now = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(2_000_000_000));
+    let n = now.clone();
+    let gate = Gate::start_with_clock(
+        "http_mode = \"serve\"",
+        "",
+        &format!("[oauth]\naccess_token_ttl = \"60s\"\n{}", config(&up.url())),
+        std::sync::Arc::new(move || n.load(std::sync::atomic::Ordering::SeqCst)),
+    )
+    .await;
+    let t = token(&gate, "rw-app", "s1").await;
+    let mut tcp = open_tunnel(&gate, &t).await;
+    now.fetch_add(61, std::sync::atomic::Ordering::SeqCst);
+    assert!(closed(&mut tcp).await, "the tunnel outlived its token");
+}
+
+#[tokio::test]
+async fn a_quiet_tunnel_is_closed() {
+    let (gate, _up) = setup("websocket_idle_timeout = \"300ms\"").await;
+    let t = token(&gate, "rw-app", "s1").await;
+    let mut tcp = open_tunnel(&gate, &t).await;
+    assert!(closed(&mut tcp).await, "an idle tunnel stayed open");
+}
+
+#[tokio::test]
+async fn request_trailers_never_reach_the_upstream() {
+    let (gate, _up) = setup("").await;
+    let resp = raw(
+        &gate,
+        "POST /public/echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\
+         Trailer: X-HTTP-Method-Override, X-Authgate-Subject\r\nConnection: close\r\n\r\n\
+         5\r\nhello\r\n0\r\nX-HTTP-Method-Override: DELETE\r\nX-Authgate-Subject: root\r\n\r\n",
+    )
+    .await;
+    let v = echoed(&resp);
+    assert_eq!(v["body"], "hello");
+    assert!(v["trailers"].is_null(), "{v}");
+    assert!(v["headers"].get("trailer").is_none(), "{v}");
+}
+
+#[tokio::test]
+async fn a_method_query_parameter_is_refused_or_authorized() {
+    let (gate, up) = setup("").await;
+    let rw = token(&gate, "rw-app", "s1").await;
+    let c = gate.client();
+    let resp = c
+        .post(gate.url("/links/1?_method=DELETE"))
+        .bearer_auth(&rw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = c
+        .post(gate.url("/override/1?_method=DELETE"))
+        .bearer_auth(&rw)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(up.hits(), 0);
+}
+
+#[tokio::test]
+async fn forward_auth_refuses_method_overrides_it_cannot_strip() {
+    let (gate, _up) = setup("").await;
+    let rw = token(&gate, "rw-app", "s1").await;
+    let verify = |extra: Option<(&'static str, &'static str)>, uri: &'static str| {
+        let mut req = gate
+            .client()
+            .get(gate.http_url("/auth/verify"))
+            .header("x-original-method", "POST")
+            .header("x-original-uri", uri)
+            .bearer_auth(&rw);
+        if let Some((k, v)) = extra {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    assert_eq!(verify(None, "/links/1").await.unwrap().status(), 200);
+    for (header, uri) in [
+        (Some(("x-http-method-override", "DELETE")), "/links/1"),
+        (Some(("x_http_method_override", "DELETE")), "/links/1"),
+        (None, "/links/1?_method=DELETE"),
+    ] {
+        let resp = verify(header, uri).await.unwrap();
+        assert_eq!(resp.status(), 403, "{header:?} {uri}");
+    }
+    // Where overrides are authorized, the overriding method needs its right.
+    let resp = verify(Some(("x-http-method-override", "DELETE")), "/override/1")
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("insufficient_scope"));
+}
+
+#[tokio::test]
+async fn a_trailing_dot_does_not_dodge_a_host_bound_route() {
+    let (gate, _up) = setup("").await;
+    for host in ["admin.example", "ADMIN.example.", "admin.example.:8080"] {
+        let resp = raw(
+            &gate,
+            &format!("GET /site/x HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(
+            status(&resp),
+            401,
+            "{host} reached the public route: {resp}"
+        );
+    }
+    let resp = raw(
+        &gate,
+        "GET /site/x HTTP/1.1\r\nHost: www.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(echoed(&resp)["uri"], "/general/site/x");
+}
+
+#[tokio::test]
+async fn health_probes_need_no_host() {
+    let (gate, _up) = setup("").await;
+    let resp = raw(&gate, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(status(&resp), 200, "{resp}");
 }

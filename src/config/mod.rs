@@ -132,6 +132,8 @@ pub struct ServerConfig {
     /// Forward header names spelled with `_` (dropped by default, as nginx does: CGI-style
     /// upstreams read `X_Foo` and `X-Foo` as one variable).
     pub underscores_in_headers: bool,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    pub websocket_idle_timeout: Duration,
 }
 
 /// `[tls]`.
@@ -402,6 +404,11 @@ impl Config {
                 "30s",
             )?,
             underscores_in_headers: s.underscores_in_headers.unwrap_or(false),
+            websocket_idle_timeout: v.duration(
+                "server.websocket_idle_timeout",
+                s.websocket_idle_timeout.as_deref(),
+                "5m",
+            )?,
         };
 
         let hsts = v.hsts(raw.tls.hsts.as_deref())?;

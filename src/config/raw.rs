@@ -151,6 +151,7 @@ pub struct RawServer {
     pub shutdown_grace: Option<String>,
     pub underscores_in_headers: Option<bool>,
     pub max_connections_per_ip: Option<u32>,
+    pub websocket_idle_timeout: Option<String>,
 }
 
 /// `[tls]`: server certificates and HSTS.

@@ -122,6 +122,7 @@ impl Upstreams {
         client: &ClientView<'_>,
         conn: &ConnInfo,
         upstream_used: &mut Option<usize>,
+        tunnel: Option<upgrade::TunnelLimits>,
     ) -> Result<Response<Body>, GatewayError> {
         let conn_slot = &conn.slot;
         let clients = &self.clients[conn.worker % self.clients.len()];
@@ -135,8 +136,12 @@ impl Upstreams {
 
         // The head was cleaned of hop-by-hop fields before identity headers were added
         // (see `gateway::phases`); an upgrade kept `Connection: upgrade` + `Upgrade`.
-        let upgrade = headers::is_upgrade(req.headers(), req.version());
+        let upgrade = headers::is_upgrade(req.method(), req.headers(), req.version());
+        let ws_key = upgrade
+            .then(|| req.headers().get(&headers::SEC_WEBSOCKET_KEY).cloned())
+            .flatten();
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let mut tunnel = tunnel;
         let (parts, incoming) = req.into_parts();
         let mut head = parts.headers;
         headers::set_forwarded(&mut head, client);
@@ -194,7 +199,13 @@ impl Upstreams {
                     })
                 }
                 Ok(Ok(resp)) => {
-                    return Ok(self.respond(resp, client_upgrade, parts.version, conn_slot));
+                    let upgrade = match (client_upgrade, &ws_key, tunnel.take()) {
+                        (Some(client_side), Some(key), Some(limits)) => {
+                            Some((client_side, key, limits))
+                        }
+                        _ => None,
+                    };
+                    return self.respond(resp, upgrade, parts.version, conn_slot, target);
                 }
                 Ok(Err(e)) => {
                     if watch.too_large() {
@@ -236,26 +247,40 @@ impl Upstreams {
         Err(last_err.unwrap_or(GatewayError::NoRoute))
     }
 
+    /// The upstream's response for the client. A 101 becomes a tunnel only when it
+    /// answers the client's WebSocket handshake; any other 101 is the upstream's failure
+    /// (502), never a raw connection past the gateway.
     fn respond(
         &self,
         mut resp: Response<Incoming>,
-        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        upgrade: Option<(
+            hyper::upgrade::OnUpgrade,
+            &HeaderValue,
+            upgrade::TunnelLimits,
+        )>,
         client_version: Version,
         conn_slot: &Arc<super::ConnSlot>,
-    ) -> Response<Body> {
-        let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        match client_upgrade {
-            Some(client_side) if switching => {
-                let upstream_side = hyper::upgrade::on(&mut resp);
-                upgrade::tunnel(client_side, upstream_side, conn_slot.clone());
-                headers::strip_hop_by_hop(resp.headers_mut(), true);
-            }
-            _ => headers::strip_hop_by_hop(resp.headers_mut(), false),
+        target: &UpstreamTarget,
+    ) -> Result<Response<Body>, GatewayError> {
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some((client_side, _, limits)) = upgrade
+                .filter(|(_, key, _)| headers::accepts_websocket(resp.headers(), key.as_bytes()))
+            else {
+                return Err(GatewayError::UpstreamFailed {
+                    upstream: target.to_string(),
+                    reason: "101 Switching Protocols that does not answer the client's WebSocket handshake".into(),
+                });
+            };
+            let upstream_side = hyper::upgrade::on(&mut resp);
+            upgrade::tunnel(client_side, upstream_side, conn_slot.clone(), limits);
+            headers::strip_hop_by_hop(resp.headers_mut(), true);
+        } else {
+            headers::strip_hop_by_hop(resp.headers_mut(), false);
         }
         let upstream_version = resp.version();
         headers::add_via(resp.headers_mut(), upstream_version);
         *resp.version_mut() = client_version;
-        resp.map(|b| b.map_err(Into::into).boxed_unsync())
+        Ok(resp.map(|b| b.map_err(Into::into).boxed_unsync()))
     }
 }
 

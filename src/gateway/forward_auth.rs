@@ -23,7 +23,7 @@ use http::header::{HeaderMap, HeaderName};
 use http::{Method, Request, Response, Uri};
 
 use super::path::canonical_path;
-use super::{decide, strip_port, Gateway, RequestCtx, Snapshot};
+use super::{decide, Gateway, RequestCtx, Snapshot};
 use crate::body::{self, Body};
 use crate::config::OriginalHeaders;
 use crate::error::GatewayError;
@@ -73,7 +73,16 @@ fn original<B>(req: &Request<B>, family: OriginalHeaders) -> Result<Original, Ga
     let host = get(h, host_h)
         .or_else(|| uri.authority().map(|a| a.as_str()))
         .or_else(|| h.get(http::header::HOST).and_then(|v| v.to_str().ok()))
-        .map(|host| strip_port(host).to_ascii_lowercase());
+        .map(|host| {
+            if super::host::is_valid(host) {
+                Ok(super::route_host(host))
+            } else {
+                Err(GatewayError::BadRequest(
+                    "the original host is not a valid host",
+                ))
+            }
+        })
+        .transpose()?;
     Ok(Original {
         method,
         path: uri.path().to_owned(),
@@ -99,6 +108,15 @@ pub(super) async fn verify(
             "no route covers this host and path",
         ))?;
     ctx.route = Some(route.index);
+    // The proxy forwards the client's request as it came: authgate cannot strip an
+    // override here, so one on a route that does not authorize overrides is refused.
+    let rc = &snap.config.routes[route.index];
+    let overridden = super::method_override::requested(req.headers(), o.query.as_deref())?;
+    if overridden.is_some() && rc.method_override == crate::config::MethodOverride::Strip {
+        return Err(GatewayError::Forbidden(
+            "method override headers or parameters are refused on this route",
+        ));
+    }
     let caller = decide(
         &gateway.tokens,
         snap,
@@ -110,6 +128,9 @@ pub(super) async fn verify(
         ctx,
     )
     .await?;
+    if let (Some(method), Some(caller)) = (&overridden, &caller) {
+        super::authorize::check(&rc.access, method, &caller.token)?;
+    }
     let mut resp = Response::new(body::empty());
     snap.identity
         .apply(resp.headers_mut(), caller.as_ref(), false);

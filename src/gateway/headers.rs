@@ -41,12 +41,19 @@ pub struct ClientView<'a> {
     pub host: Option<&'a str>,
 }
 
-/// Whether the request asks for a WebSocket upgrade (`Connection: upgrade` +
-/// `Upgrade: websocket`). Other upgrades (h2c, custom protocols) are not tunnelled: a
-/// tunnel escapes routing, header cleaning and limits, so only WebSocket gets one.
-pub fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
+/// Whether the request is a WebSocket opening handshake (RFC 6455 §4.1): HTTP/1.1
+/// `GET` with `Connection: upgrade`, `Upgrade: websocket`, a `Sec-WebSocket-Key` and
+/// `Sec-WebSocket-Version: 13`. Other upgrades (h2c, custom protocols) are not
+/// tunnelled: a tunnel escapes routing, header cleaning and limits, so only WebSocket
+/// gets one, and [`strip_hop_by_hop`] then leaves `Upgrade: websocket` alone.
+pub fn is_upgrade(method: &http::Method, headers: &HeaderMap, version: Version) -> bool {
     version == Version::HTTP_11
+        && method == http::Method::GET
         && connection_has(headers, "upgrade")
+        && headers.get(&SEC_WEBSOCKET_KEY).is_some()
+        && headers
+            .get(&SEC_WEBSOCKET_VERSION)
+            .is_some_and(|v| v.as_bytes() == b"13")
         && headers
             .get_all(header::UPGRADE)
             .iter()
@@ -56,6 +63,37 @@ pub fn is_upgrade(headers: &HeaderMap, version: Version) -> bool {
                 let name = p.trim().split('/').next().unwrap_or("");
                 name.eq_ignore_ascii_case("websocket")
             })
+}
+
+/// `Sec-WebSocket-Key`.
+pub static SEC_WEBSOCKET_KEY: HeaderName = HeaderName::from_static("sec-websocket-key");
+/// `Sec-WebSocket-Version`.
+pub static SEC_WEBSOCKET_VERSION: HeaderName = HeaderName::from_static("sec-websocket-version");
+/// `Sec-WebSocket-Accept`.
+pub static SEC_WEBSOCKET_ACCEPT: HeaderName = HeaderName::from_static("sec-websocket-accept");
+static HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Whether an upstream's 101 answers the WebSocket handshake whose key was `key`: it
+/// names `websocket` and proves with `Sec-WebSocket-Accept` that it read the key
+/// (RFC 6455 §4.2.2). Anything else must not become a tunnel.
+pub fn accepts_websocket(response: &HeaderMap, key: &[u8]) -> bool {
+    use base64::Engine;
+    use sha1::Digest;
+    let upgrade_ok = response
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let expected = sha1::Sha1::new()
+        .chain_update(key)
+        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .finalize();
+    let expected = base64::engine::general_purpose::STANDARD.encode(expected);
+    let accept_ok = response.get(&SEC_WEBSOCKET_ACCEPT).is_some_and(|v| {
+        bool::from(subtle::ConstantTimeEq::ct_eq(
+            v.as_bytes(),
+            expected.as_bytes(),
+        ))
+    });
+    upgrade_ok && accept_ok
 }
 
 /// All lines of a header joined with ", " (proxies may add a line rather than extend
@@ -121,33 +159,77 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     headers.remove(header::TRANSFER_ENCODING);
     headers.remove(header::PROXY_AUTHENTICATE);
     headers.remove(header::PROXY_AUTHORIZATION);
-    if let Some(te) = headers.get(header::TE) {
-        // `TE: trailers` is what gRPC needs end to end; anything else is per hop.
-        if !te.as_bytes().eq_ignore_ascii_case(b"trailers") {
-            headers.remove(header::TE);
+    headers.remove(&HTTP2_SETTINGS);
+    if headers.contains_key(header::TE) {
+        // `TE: trailers` is what gRPC needs end to end; anything else is per hop. Every
+        // line counts: a second `TE: gzip` line must not ride along.
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                let name = t.split(';').next().unwrap_or("").trim();
+                name.eq_ignore_ascii_case("trailers")
+            });
+        headers.remove(header::TE);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
     }
     if upgrade {
+        // Exactly the one protocol that may become a tunnel.
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
     } else {
         headers.remove(header::UPGRADE);
     }
 }
 
-/// Removes every field whose name has a `_`; returns how many names went.
-pub fn drop_underscored(headers: &mut HeaderMap) -> usize {
+/// Removes fields whose name has a `_`: all of them, or with `all = false`
+/// (`server.underscores_in_headers = true`) those that would read as a field authgate
+/// sets, checks or strips once `_` is read as `-` ([`is_sensitive`]). Returns how many
+/// names went.
+pub fn drop_underscored(headers: &mut HeaderMap, all: bool) -> usize {
     if !headers.keys().any(|k| k.as_str().contains('_')) {
         return 0;
     }
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str().contains('_'))
+        .filter(|k| {
+            k.as_str().contains('_') && (all || is_sensitive(&k.as_str().replace('_', "-")))
+        })
         .cloned()
         .collect();
     for name in &names {
         headers.remove(name);
     }
     names.len()
+}
+
+/// Whether a field named `name` (lower case, `-` spelling) is one authgate sets,
+/// checks or strips: protected and hop-by-hop fields, token headers, method overrides.
+/// Identity headers are handled by [`super::identity`], which folds `_` itself.
+pub fn is_sensitive(name: &str) -> bool {
+    HeaderName::from_bytes(name.as_bytes()).is_ok_and(|n| is_protected(&n))
+        || name.starts_with("x-forwarded")
+        || super::method_override::NAMES
+            .iter()
+            .any(|n| n.as_str() == name)
+        || matches!(
+            name,
+            "authorization"
+                | "x-access-token"
+                | "connection"
+                | "keep-alive"
+                | "proxy-connection"
+                | "proxy-authorization"
+                | "transfer-encoding"
+                | "te"
+                | "trailer"
+                | "upgrade"
+                | "x-real-ip"
+        )
 }
 
 /// Sets `X-Forwarded-*` and `Forwarded` for the upstream.
@@ -337,9 +419,20 @@ mod tests {
             ("transfer_encoding", "chunked"),
             ("x-ok", "2"),
         ]);
-        assert_eq!(drop_underscored(&mut h), 2);
+        assert_eq!(drop_underscored(&mut h, true), 2);
         assert_eq!(h.len(), 1);
-        assert_eq!(drop_underscored(&mut h), 0);
+        assert_eq!(drop_underscored(&mut h, true), 0);
+        // Allowed, but never for names that read as ones authgate vouches for.
+        let mut h = map(&[
+            ("x_custom", "1"),
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x_request_id", "forged"),
+            ("x_http_method_override", "DELETE"),
+            ("x_access_token", "t"),
+        ]);
+        assert_eq!(drop_underscored(&mut h, false), 4);
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x_custom"], "1");
     }
 
     #[test]
@@ -347,18 +440,43 @@ mod tests {
         let mut h = map(&[("te", "trailers")]);
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h["te"], "trailers");
+        let mut h = map(&[("te", "trailers"), ("te", "gzip")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.get_all("te").iter().collect::<Vec<_>>(), ["trailers"]);
+        let mut h = map(&[("te", "gzip, deflate")]);
+        strip_hop_by_hop(&mut h, false);
+        assert!(!h.contains_key("te"));
 
         let h2c = map(&[
             ("connection", "Upgrade, HTTP2-Settings"),
             ("upgrade", "h2c"),
         ]);
-        assert!(!is_upgrade(&h2c, Version::HTTP_11));
-        let mut h = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        assert!(is_upgrade(&h, Version::HTTP_11));
-        assert!(!is_upgrade(&h, Version::HTTP_2));
+        assert!(!is_upgrade(&http::Method::GET, &h2c, Version::HTTP_11));
+        let ws = [
+            ("connection", "Upgrade"),
+            ("upgrade", "websocket"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("sec-websocket-version", "13"),
+        ];
+        let get = http::Method::GET;
+        let mut h = map(&ws);
+        assert!(is_upgrade(&get, &h, Version::HTTP_11));
+        assert!(!is_upgrade(&get, &h, Version::HTTP_2));
+        assert!(!is_upgrade(&http::Method::POST, &h, Version::HTTP_11));
+        assert!(!is_upgrade(&get, &map(&ws[..3]), Version::HTTP_11));
+        // A second Upgrade line (h2c) and HTTP2-Settings do not survive the strip.
+        h.append("upgrade", HeaderValue::from_static("h2c"));
+        h.append(
+            "http2-settings",
+            HeaderValue::from_static("AAMAAABkAAQAoAAAAAIAAAAA"),
+        );
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h["connection"], "upgrade");
-        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(
+            h.get_all("upgrade").iter().collect::<Vec<_>>(),
+            ["websocket"]
+        );
+        assert!(!h.contains_key("http2-settings"));
     }
 
     fn view(trusted: bool) -> ClientView<'static> {
@@ -460,6 +578,24 @@ mod tests {
             "192.0.2.60".parse().ok()
         );
         assert_eq!(forwarded_for("by=1.2.3.4"), None);
+    }
+
+    #[test]
+    fn a_101_must_answer_the_websocket_key() {
+        // RFC 6455 §1.3's example.
+        let key = b"dGhlIHNhbXBsZSBub25jZQ==";
+        let ok = map(&[
+            ("upgrade", "websocket"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        assert!(accepts_websocket(&ok, key));
+        let h2c = map(&[
+            ("upgrade", "h2c"),
+            ("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+        ]);
+        assert!(!accepts_websocket(&h2c, key));
+        assert!(!accepts_websocket(&map(&[("upgrade", "websocket")]), key));
+        assert!(!accepts_websocket(&ok, b"another key"));
     }
 
     #[test]

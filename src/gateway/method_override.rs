@@ -1,9 +1,11 @@
 //! Method overrides: `X-HTTP-Method-Override`, `X-HTTP-Method` and `X-Method-Override`
-//! make many frameworks (Rails, Express's method-override, Spring's filter, ASP.NET)
-//! treat a `POST` as the method they name. Left alone, a token that may only write
-//! could `DELETE` through a `POST`. By default they are removed; a route with
-//! `method_override = "authorize"` forwards them, and the method they name must then be
-//! authorized as well as the real one.
+//! make many frameworks (Express's method-override, Rack, ASP.NET) treat a `POST` as
+//! the method they name, and so does a `_method` query parameter (Symfony, Laravel,
+//! Rack). Left alone, a token that may only write could `DELETE` through a `POST`. By
+//! default the headers are removed and a `_method` query parameter is refused (400); a
+//! route with `method_override = "authorize"` forwards both, and the method they name
+//! must then be authorized as well as the real one. A `_method` field inside a form
+//! body (Rails, Spring's `HiddenHttpMethodFilter`) is not seen: the README says so.
 
 use http::header::{HeaderMap, HeaderName};
 use http::Method;
@@ -18,10 +20,12 @@ pub static NAMES: [HeaderName; 3] = [
     HeaderName::from_static("x-method-override"),
 ];
 
-/// Applies the route's rule to `headers`: the method the upstream may act as beside the
-/// request's own, if the route authorizes overrides and the request asks for one.
+/// Applies the route's rule to `headers` and `query`: the method the upstream may act
+/// as beside the request's own, if the route authorizes overrides and the request asks
+/// for one.
 pub fn apply(
     headers: &mut HeaderMap,
+    query: Option<&str>,
     mode: MethodOverride,
 ) -> Result<Option<Method>, GatewayError> {
     match mode {
@@ -31,35 +35,68 @@ pub fn apply(
                     headers.remove(name);
                 }
             }
+            if query_values(query).next().is_some() {
+                return Err(GatewayError::BadRequest(
+                    "a _method query parameter would override the method; it is refused here",
+                ));
+            }
             Ok(None)
         }
-        MethodOverride::Authorize => requested(headers),
+        MethodOverride::Authorize => requested(headers, query),
     }
 }
 
-/// The one method the override fields name; refused if they name several, or anything
-/// that is not an upper-case method token.
-fn requested(headers: &HeaderMap) -> Result<Option<Method>, GatewayError> {
+/// The one method the override fields (also spelled with `_`, which CGI-style
+/// upstreams read the same) and `_method` query parameters name; refused if they name
+/// several, or anything that is not an upper-case method token.
+pub fn requested(headers: &HeaderMap, query: Option<&str>) -> Result<Option<Method>, GatewayError> {
     let bad = || GatewayError::BadRequest("the method override is not a single method name");
     let mut found: Option<Method> = None;
-    for name in &NAMES {
-        for value in headers.get_all(name) {
-            let text = value.as_bytes();
-            if text.is_empty()
-                || !text
-                    .iter()
-                    .all(|b| b.is_ascii_uppercase() || b"-_".contains(b))
-            {
-                return Err(bad());
-            }
-            let method = Method::from_bytes(text).map_err(|_| bad())?;
-            match &found {
-                Some(m) if *m != method => return Err(bad()),
-                _ => found = Some(method),
+    let mut offer = |text: &[u8]| -> Result<(), GatewayError> {
+        if text.is_empty()
+            || !text
+                .iter()
+                .all(|b| b.is_ascii_uppercase() || b"-_".contains(b))
+        {
+            return Err(bad());
+        }
+        let method = Method::from_bytes(text).map_err(|_| bad())?;
+        match &found {
+            Some(m) if *m != method => Err(bad()),
+            _ => {
+                found = Some(method);
+                Ok(())
             }
         }
+    };
+    for (name, value) in headers {
+        if NAMES.iter().any(|n| same_folded(name.as_str(), n.as_str())) {
+            offer(value.as_bytes())?;
+        }
+    }
+    for value in query_values(query) {
+        offer(value.as_bytes())?;
     }
     Ok(found)
+}
+
+/// Whether `name` is `canonical` once `_` is read as `-`.
+fn same_folded(name: &str, canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name
+            .bytes()
+            .zip(canonical.bytes())
+            .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
+}
+
+/// The values of `_method` parameters in `query`.
+fn query_values(query: Option<&str>) -> impl Iterator<Item = String> + '_ {
+    query
+        .filter(|q| q.contains("_method"))
+        .into_iter()
+        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
+        .filter(|(k, _)| k == "_method")
+        .map(|(_, v)| v.into_owned())
 }
 
 #[cfg(test)]
@@ -78,18 +115,33 @@ mod tests {
     #[test]
     fn stripped_by_default() {
         let mut h = with(&[(&NAMES[0], "DELETE"), (&NAMES[1], "PUT"), (&NAMES[2], "x")]);
-        assert_eq!(apply(&mut h, MethodOverride::Strip).unwrap(), None);
+        assert_eq!(apply(&mut h, None, MethodOverride::Strip).unwrap(), None);
         assert!(h.is_empty());
+        let mut h = HeaderMap::new();
+        assert!(apply(&mut h, Some("a=1&_method=DELETE"), MethodOverride::Strip).is_err());
+        assert!(apply(&mut h, Some("a=1&my_method=x"), MethodOverride::Strip).is_ok());
     }
 
     #[test]
     fn authorized_overrides_name_one_method() {
         let mut h = with(&[(&NAMES[0], "DELETE"), (&NAMES[2], "DELETE")]);
         assert_eq!(
-            apply(&mut h, MethodOverride::Authorize).unwrap(),
+            apply(&mut h, None, MethodOverride::Authorize).unwrap(),
             Some(Method::DELETE)
         );
         assert_eq!(h.len(), 2, "kept for the upstream");
+        let mut q = HeaderMap::new();
+        assert_eq!(
+            apply(&mut q, Some("_method=PUT"), MethodOverride::Authorize).unwrap(),
+            Some(Method::PUT)
+        );
+        assert!(apply(&mut h, Some("_method=PUT"), MethodOverride::Authorize).is_err());
+        let mut folded = HeaderMap::new();
+        folded.insert(
+            HeaderName::from_static("x_http_method_override"),
+            HeaderValue::from_static("DELETE"),
+        );
+        assert_eq!(requested(&folded, None).unwrap(), Some(Method::DELETE));
         for bad in [
             with(&[(&NAMES[0], "DELETE"), (&NAMES[1], "PUT")]),
             with(&[(&NAMES[0], "delete")]),
@@ -97,9 +149,15 @@ mod tests {
             with(&[(&NAMES[0], "")]),
         ] {
             let mut h = bad;
-            assert!(apply(&mut h, MethodOverride::Authorize).is_err(), "{h:?}");
+            assert!(
+                apply(&mut h, None, MethodOverride::Authorize).is_err(),
+                "{h:?}"
+            );
         }
         let mut none = HeaderMap::new();
-        assert_eq!(apply(&mut none, MethodOverride::Authorize).unwrap(), None);
+        assert_eq!(
+            apply(&mut none, None, MethodOverride::Authorize).unwrap(),
+            None
+        );
     }
 }

@@ -439,15 +439,14 @@ impl Gateway {
         if size > limit {
             return Err(GatewayError::HeadersTooLarge { size, limit });
         }
-        // One valid Host (or `:authority`) before anything reads it (RFC 9112 §3.2).
-        host::request_host(req.uri(), req.headers(), req.version())?;
-
-        // own endpoints
+        // own endpoints: health first, so probes that send no Host still work
         let path = req.uri().path();
         if let Some(resp) = health::serve(req.method(), path, self.readiness(snap)).await {
             ctx.own = Some(self.labels.health.clone());
             return Ok(resp);
         }
+        // One valid Host (or `:authority`) before anything reads it (RFC 9112 §3.2).
+        host::request_host(req.uri(), req.headers(), req.version())?;
         // Metrics on the main listeners, to `metrics.allow` only; for anyone else the
         // path is routed like any other.
         let m = &snap.config.metrics;
@@ -499,10 +498,7 @@ impl Gateway {
 
         // route
         let host_owned = request_host(&req).map(str::to_owned);
-        let bare_host = host_owned
-            .as_deref()
-            .map(strip_port)
-            .map(str::to_ascii_lowercase);
+        let bare_host = host_owned.as_deref().map(route_host);
         let route = snap
             .router
             .find(bare_host.as_deref(), req.uri().path())
@@ -512,15 +508,20 @@ impl Gateway {
 
         // clean the head: what the client may not say to the upstream goes before
         // authgate adds its own headers, so no client field can remove those.
-        let upgrade = headers::is_upgrade(req.headers(), req.version());
+        let upgrade = headers::is_upgrade(req.method(), req.headers(), req.version());
         headers::strip_hop_by_hop(req.headers_mut(), upgrade);
-        if !snap.config.server.underscores_in_headers {
-            let dropped = headers::drop_underscored(req.headers_mut());
-            if dropped > 0 {
-                tracing::debug!(dropped, "header names with _ dropped");
-            }
+        let all = !snap.config.server.underscores_in_headers;
+        let dropped = headers::drop_underscored(req.headers_mut(), all);
+        if dropped > 0 {
+            tracing::debug!(dropped, "header names with _ dropped");
         }
-        let overridden = method_override::apply(req.headers_mut(), rc.method_override)?;
+        // Request trailers would arrive after every check here: none go upstream
+        // (`body::Limited` drops the frames), so neither does their announcement.
+        req.headers_mut().remove(header::TRAILER);
+        // A `Uri` clone shares the request's bytes.
+        let uri = req.uri().clone();
+        let overridden =
+            method_override::apply(req.headers_mut(), uri.query(), rc.method_override)?;
 
         // authenticate + authorize
         let caller = decide(
@@ -537,6 +538,25 @@ impl Gateway {
         if let (Some(method), Some(caller)) = (&overridden, &caller) {
             authorize::check(&rc.access, method, &caller.token)?;
         }
+        // A WebSocket tunnel lives while the token that opened it does.
+        let tunnel = upgrade.then(|| upgrade::TunnelLimits {
+            idle_timeout: snap.config.server.websocket_idle_timeout,
+            token: caller.as_ref().and_then(|_| {
+                let accepted = rc
+                    .token_headers
+                    .as_deref()
+                    .unwrap_or(&snap.config.auth.token_headers);
+                let query = req.uri().query();
+                authenticate::extract(req.headers(), query, accepted, rc.allow_query_token)
+                    .ok()
+                    .map(|v| {
+                        (
+                            self.tokens.clone(),
+                            crate::secret::Secret::new(v.to_owned()),
+                        )
+                    })
+            }),
+        });
 
         // forward
         let client = ClientView {
@@ -552,7 +572,7 @@ impl Gateway {
         }
         ctx.sent = Some(Instant::now());
         snap.upstreams
-            .forward(route, req, &client, conn, &mut ctx.upstream)
+            .forward(route, req, &client, conn, &mut ctx.upstream, tunnel)
             .await
     }
 
@@ -689,6 +709,15 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
     host::request_host(req.uri(), req.headers(), req.version())
         .ok()
         .flatten()
+}
+
+/// The host routes match on: lower case, without port, without the trailing dot of a
+/// fully qualified name (`API.example.:8443` → `api.example`), so `admin.example.`
+/// cannot slip past a route bound to `admin.example`.
+fn route_host(host: &str) -> String {
+    let bare = strip_port(host);
+    let bare = bare.strip_suffix('.').unwrap_or(bare);
+    bare.to_ascii_lowercase()
 }
 
 fn strip_port(host: &str) -> &str {

@@ -7,7 +7,9 @@
 //!   each upload is recorded ([`Upstream::uploads`]) as complete or aborted
 //! - `/hop`: answer with hop-by-hop headers that the gateway must strip
 //! - `/trailers`: body then trailers `grpc-status: 0`
-//! - `/upgrade`: 101 Switching Protocols, then echo bytes on the raw connection
+//! - `/upgrade`: 101 Switching Protocols answering the WebSocket key, then echo bytes on
+//!   the raw connection; `/upgrade/h2c` and `/upgrade/no-accept` answer 101 wrongly
+//!   (another protocol; no `Sec-WebSocket-Accept`)
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -293,7 +295,11 @@ async fn handle(
                 .insert("content-type", "application/grpc".parse().unwrap());
             r
         }
-        ["upgrade"] => {
+        ["upgrade", rest @ ..] => {
+            let accept = req
+                .headers()
+                .get("sec-websocket-key")
+                .map(|k| websocket_accept(k.as_bytes()));
             let on = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
                 if let Ok(up) = on.await {
@@ -317,8 +323,12 @@ async fn handle(
             *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
             r.headers_mut()
                 .insert("connection", "upgrade".parse().unwrap());
-            r.headers_mut()
-                .insert("upgrade", "websocket".parse().unwrap());
+            let protocol = if rest == ["h2c"] { "h2c" } else { "websocket" };
+            r.headers_mut().insert("upgrade", protocol.parse().unwrap());
+            if let (Some(accept), false) = (accept, rest == ["no-accept"]) {
+                r.headers_mut()
+                    .insert("sec-websocket-accept", accept.parse().unwrap());
+            }
             r
         }
         _ => echo(req).await,
@@ -326,18 +336,31 @@ async fn handle(
     Ok(resp)
 }
 
+/// RFC 6455 §4.2.2: what a WebSocket server answers to `key`.
+pub fn websocket_accept(key: &[u8]) -> String {
+    use base64::Engine;
+    use sha1::Digest;
+    let digest = sha1::Sha1::new()
+        .chain_update(key)
+        .chain_update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
+        .finalize();
+    base64::engine::general_purpose::STANDARD.encode(digest)
+}
+
 async fn echo(req: Request<Incoming>) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let bytes = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let collected = body.collect().await.ok();
+    let trailers = collected
+        .as_ref()
+        .and_then(|c| c.trailers())
+        .map(headers_json);
+    let bytes = collected.map(|b| b.to_bytes()).unwrap_or_default();
     json_response(serde_json::json!({
         "method": parts.method.as_str(),
         "uri": parts.uri.to_string(),
         "version": format!("{:?}", parts.version),
         "headers": headers_json(&parts.headers),
+        "trailers": trailers,
         "body": String::from_utf8_lossy(&bytes),
     }))
 }
