@@ -14,6 +14,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const CB: &str = "https://app.example/cb";
 const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
+const LOOPBACK: &str = "http://127.0.0.1:53682/cb";
 
 struct Env {
     gate: Gate,
@@ -50,6 +51,13 @@ secret = "other-secret"
 grants = ["authorization_code"]
 scopes = "usage.r"
 redirect_uris = ["https://other.example/cb"]
+[[client]]
+id = "mobile"
+public = true
+grants = ["authorization_code", "refresh_token"]
+scopes = "usage.r"
+redirect_uris = ["{LOOPBACK}"]
+refresh_tokens = true
 [[user]]
 name = "alice"
 password_hash = "{alice}"
@@ -648,4 +656,114 @@ async fn connection_reuse_and_device_ids() {
             json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", old)]).await).await;
         assert_eq!(i["active"], false);
     }
+}
+
+fn code_of(resp: &reqwest::Response) -> String {
+    assert_eq!(resp.status(), 303);
+    param(&location_params(resp).1, "code").unwrap().to_owned()
+}
+
+async fn active(gate: &Gate, who: (&str, &str), token: &str) -> bool {
+    let resp = post_form(gate, "/oauth/introspect", Some(who), &[("token", token)]).await;
+    json(resp).await["active"] == true
+}
+
+/// RFC 6749 §4.1.3 / RFC 9700 §4.5: a code is bound to its client. Another client
+/// presenting it learns nothing, spends nothing and revokes nothing; only the owner's
+/// second use is a replay.
+#[tokio::test]
+async fn another_clients_code_is_neither_spent_nor_revoked_by_it() {
+    let Env { gate, .. } = env().await;
+    let web = ("web", "web-secret");
+    let thief = ("other", "other-secret");
+    let code = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, thief, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(resp.status(), 400);
+    let v = json(resp).await;
+    assert_eq!(v["error"], "invalid_grant");
+    assert_eq!(
+        v["error_description"], "the authorization code is invalid or expired",
+        "answered like an unknown code"
+    );
+    // Still the owner's to redeem.
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the other client's attempt spent the code"
+    );
+    let access = json(resp).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A spent code from another client: no replay revocation of the owner's tokens.
+    let resp = exchange(&gate, thief, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(
+        active(&gate, web, &access).await,
+        "another client revoked the owner's tokens"
+    );
+    // The owner's own second use is a replay: refused, and its tokens are revoked.
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(!active(&gate, web, &access).await);
+}
+
+/// A wrong verifier or redirect_uri is invalid_grant. From a public client (whose
+/// client_id anybody can send) it leaves the code usable; from a confidential client,
+/// which authenticated, it spends the code.
+#[tokio::test]
+async fn a_wrong_verifier_burns_only_a_confidential_clients_code() {
+    let Env { gate, .. } = env().await;
+    let mobile = |extra: &[(&'static str, &'static str)]| {
+        let mut p = vec![
+            ("response_type", "code"),
+            ("client_id", "mobile"),
+            ("redirect_uri", LOOPBACK),
+            ("scope", "usage.r"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ];
+        p.extend_from_slice(extra);
+        p
+    };
+    let redeem = |code: String, redirect: &'static str, verifier: &'static str| {
+        let gate = &gate;
+        async move {
+            post_form(
+                gate,
+                "/oauth/token",
+                None,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "mobile"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", verifier),
+                ],
+            )
+            .await
+        }
+    };
+    let code = code_of(&consent(&gate, &mobile(&[]), "alice", "alice-pw", "approve").await);
+    let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX";
+    let resp = redeem(code.clone(), LOOPBACK, wrong).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = redeem(code.clone(), "http://127.0.0.1:1/cb", VERIFIER).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = redeem(code.clone(), LOOPBACK, VERIFIER).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "a guess burned the public client's code"
+    );
+    let v = json(resp).await;
+    assert!(v["refresh_token"].as_str().unwrap().starts_with("agrt_"));
+
+    let web = ("web", "web-secret");
+    let code = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, web, &code, CB, Some(wrong)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant", "spent");
 }
