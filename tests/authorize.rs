@@ -767,3 +767,46 @@ async fn a_wrong_verifier_burns_only_a_confidential_clients_code() {
     let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
     assert_eq!(json(resp).await["error"], "invalid_grant", "spent");
 }
+
+/// RFC 6749 §4.1.3: the token request repeats redirect_uri only when the authorization
+/// request carried it, and then exactly.
+#[tokio::test]
+async fn redirect_uri_is_required_at_the_token_endpoint_only_when_sent_before() {
+    let Env { gate, .. } = env().await;
+    let who = ("other", "other-secret");
+    let without = [
+        ("response_type", "code"),
+        ("client_id", "other"),
+        ("scope", "usage.r"),
+    ];
+    let token = |code: String, redirect: Option<&'static str>| {
+        let gate = &gate;
+        async move {
+            let mut form = vec![("grant_type", "authorization_code"), ("code", &code)];
+            if let Some(r) = redirect {
+                form.push(("redirect_uri", r));
+            }
+            post_form(gate, "/oauth/token", Some(who), &form).await
+        }
+    };
+    // Left out at authorize: not needed at the token endpoint…
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(token(code, None).await.status(), 200);
+    // …but if sent, it must be the registered one the code went to.
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(
+        json(token(code.clone(), Some("https://evil.example/cb")).await).await["error"],
+        "invalid_grant"
+    );
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(
+        token(code, Some("https://other.example/cb")).await.status(),
+        200
+    );
+    // Sent at authorize: required, and exactly.
+    let mut with = without.to_vec();
+    with.push(("redirect_uri", "https://other.example/cb"));
+    let code = code_of(&consent(&gate, &with, "alice", "alice-pw", "approve").await);
+    let resp = token(code, None).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+}

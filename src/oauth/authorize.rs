@@ -373,7 +373,13 @@ impl OAuth {
         let record = CodeRecord {
             hash: token::hash(code.expose()),
             client_id: request.client.id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
+            // Empty when the request relied on the one registered URI: then the token
+            // request need not name it (RFC 6749 §4.1.3).
+            redirect_uri: if form.get("redirect_uri").is_some() {
+                request.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: request.challenge.clone(),
             scope: granted.to_string(),
             subject: user.name.clone(),

@@ -262,8 +262,16 @@ fn check_binding(
         CodeRefusal::Burn
     };
     let refuse = |error: OAuthError, why: &'static str| Err(Refusal { error, action, why });
-    let omitted_ok = redirect_uri.is_none() && client.relaxed_parameters;
-    if !omitted_ok && redirect_uri != Some(record.redirect_uri.as_str()) {
+    let redirect_ok = match (record.requested_redirect_uri(), redirect_uri) {
+        (Some(expected), Some(sent)) => sent == expected,
+        // HubRise leaves it out of the token request although it sent it before.
+        (Some(_), None) => client.relaxed_parameters,
+        // Not in the authorization request: not required, but if sent, it must be the
+        // one the code could have gone to.
+        (None, Some(sent)) => client.redirect_uris.iter().any(|u| u == sent),
+        (None, None) => true,
+    };
+    if !redirect_ok {
         return refuse(
             OAuthError::InvalidGrant(
                 "redirect_uri does not match the authorization request".into(),

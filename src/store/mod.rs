@@ -149,6 +149,15 @@ pub struct CodeRecord {
     pub device_id: Option<String>,
 }
 
+impl CodeRecord {
+    /// The `redirect_uri` the authorization request carried; `None` when it had none
+    /// (stored as an empty string), so the token request need not repeat it (RFC 6749
+    /// §4.1.3).
+    pub fn requested_redirect_uri(&self) -> Option<&str> {
+        Some(self.redirect_uri.as_str()).filter(|u| !u.is_empty())
+    }
+}
+
 /// Result of redeeming a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redeem {
