@@ -260,6 +260,10 @@ async fn open_redirect_attempts_get_an_error_page_never_a_redirect() {
 #[tokio::test]
 async fn request_errors_redirect_with_error_and_state() {
     let Env { gate, .. } = env().await;
+    // S256 challenges other than 43 base64url characters could never be redeemed.
+    let s256_44 = format!("{CHALLENGE}A");
+    let s256_128 = "A".repeat(128);
+    let s256_dot = CHALLENGE.replace('-', ".");
     let cases = [
         (
             vec![("response_type", "token")],
@@ -269,6 +273,18 @@ async fn request_errors_redirect_with_error_and_state() {
         (vec![("scope", "a[b")], "invalid_scope"),
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (vec![("code_challenge", "short")], "invalid_request"),
+        (
+            vec![("code_challenge", s256_44.as_str())],
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge", s256_128.as_str())],
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge", s256_dot.as_str())],
+            "invalid_request",
+        ),
     ];
     for (extra, error) in cases {
         let resp = gate

@@ -188,6 +188,14 @@ impl OAuth {
                 }
                 // RFC 7636 §4.3: no method means plain.
                 match method.unwrap_or("plain") {
+                    // RFC 7636 §4.2: BASE64URL(SHA256(verifier)), 43 characters; any
+                    // other challenge would make a code no verifier can redeem.
+                    "S256" if !is_s256_challenge(c) => {
+                        return Err(redirect_err(
+                            "invalid_request",
+                            "an S256 code_challenge is 43 base64url characters (a SHA-256 hash)",
+                        ))
+                    }
                     "S256" => Some(format!("S256:{c}")),
                     "plain" if self.cfg.allow_plain_pkce => Some(format!("plain:{c}")),
                     "plain" => {
@@ -515,6 +523,16 @@ async fn read_params(req: Request<Incoming>) -> Result<Form, PageError> {
     }
 }
 
+/// Whether `c` is what an S256 challenge is: the unpadded base64url encoding of 32
+/// bytes (the decoder also refuses the 43rd character's unused bits being set).
+fn is_s256_challenge(c: &str) -> bool {
+    use base64::Engine;
+    c.len() == 43
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .is_ok_and(|bytes| bytes.len() == 32)
+}
+
 /// `scheme://authority` of a redirect URI, if it is plain enough to put in a CSP source
 /// list (the out-of-band URI has none: its page is served from here).
 fn origin_of(uri: &str) -> Option<String> {
@@ -600,6 +618,22 @@ mod tests {
                 "profile"
             ]
         );
+    }
+
+    #[test]
+    fn s256_challenges_are_a_base64url_sha256() {
+        assert!(is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        for bad in [
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cMA",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw.cM",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN",
+            &"a".repeat(128),
+        ] {
+            assert!(!is_s256_challenge(bad), "{bad}");
+        }
     }
 
     #[test]
