@@ -35,6 +35,11 @@ secret = "never-secret"
 grants = ["client_credentials"]
 scopes = "profile"
 access_token_ttl = "never"
+[[client]]
+id = "phone"
+public = true
+grants = ["refresh_token"]
+scopes = "profile"
 "#;
 
 async fn gate() -> Gate {
@@ -511,6 +516,45 @@ async fn metadata_lists_what_is_supported() {
         v["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
+}
+
+/// Unknown client, wrong secret, missing or malformed credentials, a public client
+/// sending a secret: one answer at every endpoint, so that client ids cannot be told
+/// apart from the outside.
+#[tokio::test]
+async fn client_authentication_failures_read_the_same() {
+    let gate = gate().await;
+    let mut seen = std::collections::BTreeSet::new();
+    for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+        let extra = [("grant_type", "client_credentials"), ("token", "x")];
+        let basic_attempts = [("nobody", "x"), ("svc", "wrong"), ("phone", "a-secret")];
+        let form_attempts = [
+            vec![("client_id", "nobody")],
+            vec![("client_id", "svc")],
+            vec![],
+        ];
+        let attempts = basic_attempts
+            .iter()
+            .map(|b| (Some(*b), vec![]))
+            .chain(form_attempts.into_iter().map(|f| (None, f)));
+        for (basic, mut form) in attempts {
+            form.extend_from_slice(&extra);
+            let resp = post_form(&gate, path, basic, &form).await;
+            let v = assert_error(resp, 401, "invalid_client").await;
+            seen.insert(v["error_description"].as_str().unwrap().to_owned());
+        }
+        let resp = gate
+            .client()
+            .post(gate.url(path))
+            .header("authorization", "Basic bm8tY29sb24=")
+            .form(&extra)
+            .send()
+            .await
+            .unwrap();
+        let v = assert_error(resp, 401, "invalid_client").await;
+        seen.insert(v["error_description"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
 }
 
 #[tokio::test]
