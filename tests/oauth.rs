@@ -557,6 +557,54 @@ async fn client_authentication_failures_read_the_same() {
     assert_eq!(seen.len(), 1, "{seen:?}");
 }
 
+/// A public client (no secret) may revoke its tokens (RFC 7009 §5) but not introspect
+/// them (RFC 7662 §2.1), and the metadata says exactly that.
+#[tokio::test]
+async fn public_clients_revoke_but_do_not_introspect_as_the_metadata_says() {
+    let gate = gate().await;
+    let v = json(
+        gate.client()
+            .get(gate.url("/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let with_none = serde_json::json!(["client_secret_basic", "client_secret_post", "none"]);
+    assert_eq!(v["token_endpoint_auth_methods_supported"], with_none);
+    assert_eq!(v["revocation_endpoint_auth_methods_supported"], with_none);
+    assert_eq!(
+        v["introspection_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post"])
+    );
+
+    let r = seed_refresh(&gate, "phone", "profile", None).await;
+    let resp = post_form(
+        &gate,
+        "/oauth/introspect",
+        None,
+        &[("client_id", "phone"), ("token", &r)],
+    )
+    .await;
+    assert_error(resp, 401, "invalid_client").await;
+    let resp = post_form(
+        &gate,
+        "/oauth/revoke",
+        None,
+        &[("client_id", "phone"), ("token", &r)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let stored = gate
+        .store()
+        .await
+        .get_token(&token::hash(&r))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.revoked_at.is_some(), "the public client revoked it");
+}
+
 #[tokio::test]
 async fn tokens_survive_a_restart() {
     let dir = tempfile::tempdir().unwrap();

@@ -62,6 +62,15 @@ pub enum Endpoint {
     Authorize,
 }
 
+impl Endpoint {
+    /// Whether a public client, which has no secret (`none`), may use the endpoint:
+    /// the token endpoint (with PKCE) and revocation (RFC 7009 §5), not introspection,
+    /// which needs a caller that authenticates (RFC 7662 §2.1).
+    pub fn serves_public_clients(self) -> bool {
+        matches!(self, Endpoint::Token | Endpoint::Revoke)
+    }
+}
+
 /// The authorization server.
 pub struct OAuth {
     cfg: OAuthConfig,
@@ -219,6 +228,7 @@ impl OAuth {
     /// form, authenticate the client, and note its id for the access log.
     async fn authenticated_form(
         &self,
+        endpoint: Endpoint,
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
@@ -238,6 +248,15 @@ impl OAuth {
             .map_err(OAuthError::RateLimited)?;
         let client = client_auth::authenticate(&self.clients, &parts.headers, &form)
             .await
+            .and_then(|c| {
+                if c.public && !endpoint.serves_public_clients() {
+                    return Err(OAuthError::InvalidClient {
+                        basic: false,
+                        reason: format!("public client {} at the {endpoint:?} endpoint", c.id),
+                    });
+                }
+                Ok(c)
+            })
             .inspect_err(|e| {
                 if matches!(e, OAuthError::InvalidClient { .. }) {
                     self.client_failures.failed(&claimed, client_ip);
