@@ -114,6 +114,17 @@ fn web_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     p
 }
 
+/// The issuer, as the metadata document names it.
+async fn issuer(gate: &Gate) -> String {
+    let resp = gate
+        .client()
+        .get(gate.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    json(resp).await["issuer"].as_str().unwrap().to_owned()
+}
+
 async fn consent(
     gate: &Gate,
     params: &[(&str, &str)],
@@ -166,6 +177,9 @@ async fn the_whole_flow_with_pkce_refresh_and_an_api_call() {
     let (base, p) = location_params(&resp);
     assert_eq!(base, CB);
     assert_eq!(param(&p, "state"), Some("xyz"));
+    // RFC 9207: the response names the issuer; no scope unless the client asks for it.
+    assert_eq!(param(&p, "iss"), Some(issuer(&gate).await.as_str()));
+    assert_eq!(param(&p, "scope"), None);
     let code = param(&p, "code").unwrap().to_owned();
     assert!(code.starts_with("agac_"));
 
@@ -260,6 +274,7 @@ async fn open_redirect_attempts_get_an_error_page_never_a_redirect() {
 #[tokio::test]
 async fn request_errors_redirect_with_error_and_state() {
     let Env { gate, .. } = env().await;
+    let iss = issuer(&gate).await;
     // S256 challenges other than 43 base64url characters could never be redeemed.
     let s256_44 = format!("{CHALLENGE}A");
     let s256_128 = "A".repeat(128);
@@ -298,6 +313,7 @@ async fn request_errors_redirect_with_error_and_state() {
         assert_eq!(base, CB);
         assert_eq!(param(&p, "error"), Some(error), "{extra:?}");
         assert_eq!(param(&p, "state"), Some("xyz"));
+        assert_eq!(param(&p, "iss"), Some(iss.as_str()));
         assert!(param(&p, "error_description").is_some());
     }
     // PKCE is required for this client.
@@ -342,6 +358,7 @@ async fn deny_wrong_password_and_csrf() {
     let (_, p) = location_params(&resp);
     assert_eq!(param(&p, "error"), Some("access_denied"));
     assert_eq!(param(&p, "state"), Some("xyz"));
+    assert_eq!(param(&p, "iss"), Some(issuer(&gate).await.as_str()));
 
     let resp = consent(&gate, &web_params(&[]), "alice", "wrong", "approve").await;
     assert_eq!(resp.status(), 401);

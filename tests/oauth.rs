@@ -516,6 +516,7 @@ async fn metadata_lists_what_is_supported() {
         v["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
+    assert_eq!(v["authorization_response_iss_parameter_supported"], true);
 }
 
 /// Unknown client, wrong secret, missing or malformed credentials, a public client

@@ -423,6 +423,7 @@ impl OAuth {
         if let Some(s) = state {
             params.push(("state", s));
         }
+        params.push(("iss", &self.cfg.issuer));
         see_other(&request.redirect_uri, &params)
     }
 
@@ -440,6 +441,8 @@ impl OAuth {
         if let Some(s) = state {
             params.push(("state", s));
         }
+        // RFC 9207: says which server answers, against mix-up attacks.
+        params.push(("iss", &self.cfg.issuer));
         see_other(redirect_uri, &params)
     }
 }

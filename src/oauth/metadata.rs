@@ -38,6 +38,8 @@ impl OAuth {
             "token_endpoint_auth_methods_supported": auth_methods(Endpoint::Token),
             "revocation_endpoint_auth_methods_supported": auth_methods(Endpoint::Revoke),
             "introspection_endpoint_auth_methods_supported": auth_methods(Endpoint::Introspect),
+            // RFC 9207: authorization responses carry `iss`.
+            "authorization_response_iss_parameter_supported": true,
         });
         let mut resp = Response::new(body::full(doc.to_string()));
         *resp.status_mut() = StatusCode::OK;
