@@ -41,7 +41,7 @@ async fn hubic_gate(up: &common::Upstream) -> Gate {
         "hubic",
         &[
             ("HUBIC_CLIENT_SECRET", "hubic-secret"),
-            ("HUBIC_DEMO_PASSWORD", "demo-pw"),
+            ("HUBIC_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
@@ -56,7 +56,7 @@ async fn hubspot_gate(up: &common::Upstream) -> Gate {
         "hubspot",
         &[
             ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
-            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
+            ("HUBSPOT_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
         ],
     )
@@ -233,7 +233,7 @@ async fn hubic_documented_flow() {
         "/oauth/auth",
         &params,
         "demo@hubic.example",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -310,7 +310,7 @@ async fn hubic_documented_flow() {
         "/oauth/auth",
         &params,
         "demo@hubic.example",
-        "demo-pw",
+        "demo-password",
         "deny",
     )
     .await;
@@ -339,7 +339,7 @@ async fn hubspot_documented_flow() {
         "/oauth/authorize",
         &params,
         "marketing@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -402,7 +402,7 @@ async fn hubrise_documented_flow() {
         "hubrise",
         &[
             ("HUBRISE_CLIENT_SECRET", "hr-secret"),
-            ("HUBRISE_DEMO_PASSWORD", "demo-pw"),
+            ("HUBRISE_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
             ("AUTHGATE_ROUTE__1__UPSTREAM", &up.url()),
         ],
@@ -422,7 +422,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &web,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -472,7 +472,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &web,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -498,7 +498,7 @@ async fn hubrise_documented_flow() {
                 "/oauth2/v1/authorize",
                 &params,
                 "bella@example.com",
-                "demo-pw",
+                "demo-password",
                 "approve",
             )
             .await;
@@ -561,7 +561,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &oob,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;

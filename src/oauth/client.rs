@@ -171,15 +171,28 @@ impl ClientSettings {
             Ttl::parse(t).map_err(|e| ("access_token_ttl", e))?;
         }
         for u in &self.redirect_uris {
-            let ok = u == OOB
-                || u.parse::<http::Uri>().is_ok_and(|p| {
-                    p.scheme().is_some() && p.authority().is_some() && !u.contains('#')
-                });
-            if !ok {
+            let parsed = u
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|p| p.scheme().is_some() && p.authority().is_some() && !u.contains('#'));
+            if u != OOB && parsed.is_none() {
                 return Err((
                     "redirect_uris",
                     format!("{u:?} is not an absolute URI without fragment (or {OOB})"),
                 ));
+            }
+            // RFC 9700 §2.6 / RFC 8252 §7.3: plain http only to this machine, where
+            // nobody on the way can read the code.
+            if let Some(p) = parsed.filter(|p| {
+                p.scheme_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+            }) {
+                if !is_loopback_host(p.host().unwrap_or("")) {
+                    return Err((
+                        "redirect_uris",
+                        format!("{u:?}: http:// is allowed only for loopback hosts (127.0.0.1, [::1], localhost); use https:// or a private-use scheme"),
+                    ));
+                }
             }
         }
         match self.pkce.as_deref() {
@@ -196,6 +209,14 @@ impl ClientSettings {
             return Err((
                 "refresh_tokens",
                 "needs the refresh_token grant (add it to grants)".into(),
+            ));
+        }
+        // RFC 9700 §4.14.2: a public client's refresh token is not bound to a secret, so
+        // rotation is what detects a stolen one.
+        if self.public && self.refresh_tokens && !self.rotate_refresh_tokens {
+            return Err((
+                "rotate_refresh_tokens",
+                "a public client with refresh tokens must rotate them (set it to true)".into(),
             ));
         }
         if (self.pkce.is_some()
@@ -279,6 +300,15 @@ impl ClientSettings {
             reuse_tokens: self.reuse_tokens,
         })
     }
+}
+
+/// Whether a redirect URI's host is this machine: 127.0.0.0/8, `[::1]` or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Client {
@@ -418,6 +448,55 @@ mod tests {
             .unwrap();
         assert_eq!(c.access_token_ttl, Some(Ttl::Never));
         assert!(c.allows(GrantType::ClientCredentials) && !c.allows(GrantType::RefreshToken));
+    }
+
+    #[test]
+    fn plain_http_redirects_only_to_loopback() {
+        let mut s = settings(&["authorization_code"]);
+        for ok in [
+            "http://127.0.0.1:53682/cb",
+            "http://127.1.2.3/cb",
+            "http://[::1]:8000/cb",
+            "http://localhost/cb",
+            "HTTP://LOCALHOST:9/cb",
+            "https://app.example/cb",
+            "com.example.app://oauth/cb",
+        ] {
+            s.redirect_uris = vec![ok.into()];
+            assert!(s.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://app.example/cb",
+            "http://10.0.0.1/cb",
+            "http://localhost.evil.example/cb",
+            "http://[::2]/cb",
+            "http://128.0.0.1/cb",
+        ] {
+            s.redirect_uris = vec!["https://app.example/cb".into(), bad.into()];
+            let (key, reason) = s.validate().unwrap_err();
+            assert_eq!(key, "redirect_uris", "{bad}");
+            assert!(reason.contains("loopback"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn public_clients_rotate_their_refresh_tokens() {
+        let mut s = settings(&["authorization_code", "refresh_token"]);
+        s.redirect_uris = vec!["https://app.example/cb".into()];
+        s.public = true;
+        s.refresh_tokens = true;
+        s.rotate_refresh_tokens = false;
+        assert_eq!(s.validate().unwrap_err().0, "rotate_refresh_tokens");
+        s.rotate_refresh_tokens = true;
+        assert!(s.validate().is_ok());
+        // Without refresh tokens there is nothing to rotate; a confidential client may
+        // keep its refresh token (hubiC, HubSpot).
+        s.refresh_tokens = false;
+        s.rotate_refresh_tokens = false;
+        assert!(s.validate().is_ok());
+        s.public = false;
+        s.refresh_tokens = true;
+        assert!(s.validate().is_ok());
     }
 
     #[test]
