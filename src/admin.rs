@@ -195,6 +195,8 @@ mod tests {
             token_response_extra: false,
             relaxed_parameters: false,
             reuse_tokens: false,
+            default_response_type: None,
+            callback_scope: false,
         }
     }
 

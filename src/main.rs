@@ -308,6 +308,8 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
                         token_response_extra: false,
                         relaxed_parameters: false,
                         reuse_tokens: false,
+                        default_response_type: None,
+                        callback_scope: false,
                     },
                 };
                 admin::add_client(&store, &codec, new, now())

@@ -316,6 +316,19 @@ async fn request_errors_redirect_with_error_and_state() {
         assert_eq!(param(&p, "iss"), Some(iss.as_str()));
         assert!(param(&p, "error_description").is_some());
     }
+    // Without response_type, for a client that does not default it.
+    let mut none = web_params(&[]);
+    none.retain(|(k, _)| *k != "response_type");
+    let resp = gate
+        .client()
+        .get(authorize_url(&gate, &none))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        param(&location_params(&resp).1, "error"),
+        Some("invalid_request")
+    );
     // PKCE is required for this client.
     let mut no_pkce = web_params(&[]);
     no_pkce.retain(|(k, _)| !k.starts_with("code_challenge"));

@@ -634,6 +634,8 @@ pub(super) fn client(
         token_response_extra: raw.token_response_extra.unwrap_or(false),
         relaxed_parameters: raw.relaxed_parameters.unwrap_or(false),
         reuse_tokens: raw.reuse_tokens.unwrap_or(false),
+        default_response_type: raw.default_response_type,
+        callback_scope: raw.callback_scope.unwrap_or(false),
     };
     settings
         .validate()

@@ -132,7 +132,7 @@ impl OAuth {
     ) -> Result<AuthzRequest, Redirect> {
         match form.get("response_type") {
             Some("code") => {}
-            None if client.relaxed_parameters => {}
+            None if client.default_response_code => {}
             None => return Err(redirect_err("invalid_request", "response_type is missing")),
             Some(other) => {
                 return Err(redirect_err(
@@ -420,6 +420,11 @@ impl OAuth {
             );
         }
         let mut params = vec![("code", code.expose())];
+        // hubiC's callback names the granted scope next to the code.
+        let scope = granted.to_string();
+        if request.client.callback_scope {
+            params.push(("scope", &scope));
+        }
         if let Some(s) = state {
             params.push(("state", s));
         }

@@ -136,6 +136,14 @@ pub struct ClientSettings {
     /// returns the same access token; a `device_id` keys a separate one per device.
     #[serde(default)]
     pub reuse_tokens: bool,
+    /// `"code"`: an authorization request without `response_type` means `code`
+    /// (HubSpot's documented authorize URL has none). Nothing else is relaxed.
+    #[serde(default)]
+    pub default_response_type: Option<String>,
+    /// The authorization response names the granted `scope` next to `code` and
+    /// `state` (hubiC).
+    #[serde(default)]
+    pub callback_scope: bool,
 }
 
 /// A usable client.
@@ -157,6 +165,10 @@ pub struct Client {
     pub token_response_extra: bool,
     pub relaxed_parameters: bool,
     pub reuse_tokens: bool,
+    /// A missing `response_type` means `code` (`default_response_type`, or
+    /// `relaxed_parameters`).
+    pub default_response_code: bool,
+    pub callback_scope: bool,
 }
 
 /// The out-of-band redirect URI of installed apps (the code is shown on a page).
@@ -204,6 +216,15 @@ impl ClientSettings {
                 ))
             }
         }
+        match self.default_response_type.as_deref() {
+            None | Some("code") => {}
+            Some(other) => {
+                return Err((
+                    "default_response_type",
+                    format!("{other:?}: the only response type is \"code\""),
+                ))
+            }
+        }
         let has = |g: &str| self.grants.iter().any(|x| x == g);
         if self.refresh_tokens && !has("refresh_token") {
             return Err((
@@ -219,22 +240,21 @@ impl ClientSettings {
                 "a public client with refresh tokens must rotate them (set it to true)".into(),
             ));
         }
-        if (self.pkce.is_some()
-            || self.relaxed_parameters
-            || self.token_response_extra
-            || self.reuse_tokens)
-            && !has("authorization_code")
-        {
-            let key = if self.pkce.is_some() {
-                "pkce"
-            } else if self.relaxed_parameters {
-                "relaxed_parameters"
-            } else if self.reuse_tokens {
-                "reuse_tokens"
-            } else {
-                "token_response_extra"
-            };
-            return Err((key, "only applies to the authorization_code grant".into()));
+        let code_only = [
+            ("pkce", self.pkce.is_some()),
+            ("relaxed_parameters", self.relaxed_parameters),
+            ("reuse_tokens", self.reuse_tokens),
+            ("token_response_extra", self.token_response_extra),
+            (
+                "default_response_type",
+                self.default_response_type.is_some(),
+            ),
+            ("callback_scope", self.callback_scope),
+        ];
+        if let Some((key, _)) = code_only.iter().find(|(_, set)| *set) {
+            if !has("authorization_code") {
+                return Err((key, "only applies to the authorization_code grant".into()));
+            }
         }
         if self.grants.iter().any(|g| g == "authorization_code") && self.redirect_uris.is_empty() {
             return Err((
@@ -298,6 +318,9 @@ impl ClientSettings {
             token_response_extra: self.token_response_extra,
             relaxed_parameters: self.relaxed_parameters,
             reuse_tokens: self.reuse_tokens,
+            default_response_code: self.relaxed_parameters
+                || self.default_response_type.as_deref() == Some("code"),
+            callback_scope: self.callback_scope,
         })
     }
 }
@@ -410,6 +433,8 @@ mod tests {
             token_response_extra: false,
             relaxed_parameters: false,
             reuse_tokens: false,
+            default_response_type: None,
+            callback_scope: false,
         }
     }
 
@@ -497,6 +522,30 @@ mod tests {
         s.public = false;
         s.refresh_tokens = true;
         assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn response_type_defaults_and_callback_scope_are_code_grant_settings() {
+        let mut s = settings(&["authorization_code"]);
+        s.redirect_uris = vec!["https://app.example/cb".into()];
+        s.default_response_type = Some("token".into());
+        assert_eq!(s.validate().unwrap_err().0, "default_response_type");
+        s.default_response_type = Some("code".into());
+        s.callback_scope = true;
+        let c = s.clone().into_client("c".into(), "C".into(), None).unwrap();
+        assert!(c.default_response_code && c.callback_scope);
+        let mut cc = settings(&["client_credentials"]);
+        cc.callback_scope = true;
+        assert_eq!(cc.validate().unwrap_err().0, "callback_scope");
+        cc.callback_scope = false;
+        cc.default_response_type = Some("code".into());
+        assert_eq!(cc.validate().unwrap_err().0, "default_response_type");
+        assert!(
+            !settings(&["client_credentials"])
+                .into_client("c".into(), "C".into(), None)
+                .unwrap()
+                .default_response_code
+        );
     }
 
     #[test]
