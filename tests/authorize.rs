@@ -856,3 +856,83 @@ async fn redirect_uri_is_required_at_the_token_endpoint_only_when_sent_before() 
     let resp = token(code, None).await;
     assert_eq!(json(resp).await["error"], "invalid_grant");
 }
+
+/// A config file with the `web` client and the users `names` (password: name + "-pw").
+fn users_file(dir: &std::path::Path, names: &[&str]) -> String {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert.exists() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        authgate::certs::generate(&cert, &key, &names, false).unwrap();
+    }
+    let mut text = format!(
+        "[server]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nhttp_mode = \"serve\"\n\
+         [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+         [store]\nurl = \"sqlite://{}\"\n[reload]\nwatch = \"off\"\n\
+         [[client]]\nid = \"web\"\nsecret = \"web-secret\"\n\
+         grants = [\"authorization_code\", \"refresh_token\"]\nscopes = \"profile\"\n\
+         redirect_uris = [\"{CB}\"]\nrefresh_tokens = true\n",
+        dir.join("store.db").display()
+    );
+    for name in names {
+        let hash = authgate::oauth::password::hash(&format!("{name}-pw")).unwrap();
+        text.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n"
+        ));
+    }
+    text
+}
+
+/// Access and refresh token of `user` for the `web` client.
+async fn tokens_of(gate: &Gate, user: &str) -> (String, String) {
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", CB),
+        ("scope", "profile"),
+    ];
+    let code = code_of(&consent(gate, &params, user, &format!("{user}-pw"), "approve").await);
+    let resp = exchange(gate, ("web", "web-secret"), &code, CB, None).await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    let get = |k: &str| v[k].as_str().unwrap().to_owned();
+    (get("access_token"), get("refresh_token"))
+}
+
+async fn refresh(gate: &Gate, refresh_token: &str) -> reqwest::Response {
+    post_form(
+        gate,
+        "/oauth/token",
+        Some(("web", "web-secret")),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+/// A refresh checks that the grant's user still exists: one removed while authgate was
+/// down (no reload saw it go) cannot refresh, and the grant ends.
+#[tokio::test]
+async fn a_refresh_for_a_user_who_no_longer_exists_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, users_file(dir.path(), &["bob", "carol"])).unwrap();
+    let text_without_bob = users_file(dir.path(), &["carol"]);
+    let keep = tempfile::tempdir().unwrap();
+    let gate = Gate::from_file(&path, keep).await;
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let (_, carol_refresh) = tokens_of(&gate, "carol").await;
+    gate.shutdown().await;
+
+    std::fs::write(&path, text_without_bob).unwrap();
+    let gate = Gate::from_file(&path, dir).await;
+    let resp = refresh(&gate, &bob_refresh).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(
+        !active(&gate, ("web", "web-secret"), &bob_access).await,
+        "the refused refresh ended the grant"
+    );
+    assert_eq!(refresh(&gate, &carol_refresh).await.status(), 200);
+}

@@ -295,6 +295,18 @@ async fn seed_refresh(gate: &Gate, client: &str, scope: &str, expires_at: Option
         used_at: None,
     };
     store.insert_tokens(&[record]).await.unwrap();
+    // The grant acts for a user, who must exist for a refresh (a second call finds
+    // them there already).
+    let user = authgate::store::UserRecord {
+        name: "alice".into(),
+        password_hash: authgate::oauth::password::DUMMY_HASH.into(),
+        settings: serde_json::json!({}),
+        created_at: 0,
+    };
+    match store.insert_user(&user).await {
+        Ok(()) | Err(authgate::store::StoreError::Conflict(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
     value
 }
 

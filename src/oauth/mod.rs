@@ -20,6 +20,7 @@ pub mod pages;
 pub mod password;
 mod revoke;
 mod token_endpoint;
+mod users;
 
 use std::sync::Arc;
 
