@@ -911,6 +911,36 @@ async fn refresh(gate: &Gate, refresh_token: &str) -> reqwest::Response {
     .await
 }
 
+/// Removing a `[[user]]` from the file and reloading ends that user's grants, like
+/// `authgate user remove` does for stored users; other users keep theirs.
+#[tokio::test]
+async fn removing_a_file_user_revokes_their_tokens_at_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, users_file(dir.path(), &["bob", "carol"])).unwrap();
+    let text_without_bob = users_file(dir.path(), &["carol"]);
+    let gate = Gate::from_file(&path, dir).await;
+    let web = ("web", "web-secret");
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let (carol_access, _) = tokens_of(&gate, "carol").await;
+    assert!(active(&gate, web, &bob_access).await);
+
+    std::fs::write(&path, text_without_bob).unwrap();
+    gate.reloader.reload("test").await.unwrap();
+    assert!(
+        !active(&gate, web, &bob_access).await,
+        "the removed user's token survived the reload"
+    );
+    assert_eq!(
+        json(refresh(&gate, &bob_refresh).await).await["error"],
+        "invalid_grant"
+    );
+    assert!(
+        active(&gate, web, &carol_access).await,
+        "other users keep theirs"
+    );
+}
+
 /// A refresh checks that the grant's user still exists: one removed while authgate was
 /// down (no reload saw it go) cannot refresh, and the grant ends.
 #[tokio::test]
