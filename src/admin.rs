@@ -195,6 +195,8 @@ mod tests {
             token_response_extra: false,
             relaxed_parameters: false,
             reuse_tokens: false,
+            default_response_type: None,
+            callback_scope: false,
         }
     }
 
@@ -303,11 +305,7 @@ pub async fn add_user(store: &Arc<dyn Store>, new: NewUser, now: i64) -> Result<
             "the user name must be 1 to 256 printable characters".into(),
         ));
     }
-    if new.password.len() < 8 {
-        return Err(AdminError::Invalid(
-            "the password must have at least 8 characters".into(),
-        ));
-    }
+    crate::oauth::password::check_new(&new.password).map_err(AdminError::Invalid)?;
     if let Some(s) = &new.scopes {
         crate::scope::Scope::parse(s).map_err(|e| AdminError::Invalid(format!("scopes: {e}")))?;
     }
@@ -342,11 +340,7 @@ pub async fn set_password(
     name: &str,
     password: &str,
 ) -> Result<(), AdminError> {
-    if password.len() < 8 {
-        return Err(AdminError::Invalid(
-            "the password must have at least 8 characters".into(),
-        ));
-    }
+    crate::oauth::password::check_new(password).map_err(AdminError::Invalid)?;
     let hash = crate::oauth::password::hash(password).map_err(AdminError::Invalid)?;
     if store.set_user_password(name, &hash).await? {
         Ok(())

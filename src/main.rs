@@ -213,7 +213,11 @@ fn main() -> ExitCode {
             if std::io::stdin().read_line(&mut line).is_err() || line.trim_end().is_empty() {
                 return fail("expected a password on standard input");
             }
-            match authgate::oauth::password::hash(line.trim_end_matches(['\r', '\n'])) {
+            let password = line.trim_end_matches(['\r', '\n']);
+            if let Err(e) = authgate::oauth::password::check_new(password) {
+                return fail(&e);
+            }
+            match authgate::oauth::password::hash(password) {
                 Ok(h) => {
                     println!("{h}");
                     ExitCode::SUCCESS
@@ -304,6 +308,8 @@ fn admin_command(path: &std::path::Path, cmd: Admin) -> ExitCode {
                         token_response_extra: false,
                         relaxed_parameters: false,
                         reuse_tokens: false,
+                        default_response_type: None,
+                        callback_scope: false,
                     },
                 };
                 admin::add_client(&store, &codec, new, now())

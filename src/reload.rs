@@ -146,6 +146,7 @@ impl Reloader {
         };
         let hash = config.source_hash.clone();
         let revoke_check = config.clone();
+        let users_before = self.gateway.config().users.clone();
         let snapshot = self.gateway.prepare(config)?;
         // Everything loaded: put it in force.
         self.gateway.install(snapshot);
@@ -159,6 +160,16 @@ impl Reloader {
                 error = %e,
                 "cannot revoke the tokens of removed clients now; they are revoked at the next reload or start"
             );
+        }
+        if let Err(e) = crate::oauth::revoke_removed_users(
+            &users_before,
+            &revoke_check,
+            &self.store,
+            (self.clock)(),
+        )
+        .await
+        {
+            tracing::error!(error = %e, "cannot revoke the tokens of removed users now; their refreshes are refused");
         }
         Ok((hash, fingerprint))
     }

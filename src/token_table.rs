@@ -703,8 +703,9 @@ mod tests {
             &self,
             h: &TokenHash,
             now: i64,
+            check: crate::store::CodeCheck<'_>,
         ) -> Result<crate::store::Redeem, StoreError> {
-            self.inner.redeem_code(h, now).await
+            self.inner.redeem_code(h, now, check).await
         }
         async fn revocations_since(
             &self,

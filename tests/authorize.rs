@@ -14,6 +14,7 @@ const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 const CB: &str = "https://app.example/cb";
 const OOB: &str = "urn:ietf:wg:oauth:2.0:oob";
+const LOOPBACK: &str = "http://127.0.0.1:53682/cb";
 
 struct Env {
     gate: Gate,
@@ -50,6 +51,13 @@ secret = "other-secret"
 grants = ["authorization_code"]
 scopes = "usage.r"
 redirect_uris = ["https://other.example/cb"]
+[[client]]
+id = "mobile"
+public = true
+grants = ["authorization_code", "refresh_token"]
+scopes = "usage.r"
+redirect_uris = ["{LOOPBACK}"]
+refresh_tokens = true
 [[user]]
 name = "alice"
 password_hash = "{alice}"
@@ -106,6 +114,17 @@ fn web_params<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     p
 }
 
+/// The issuer, as the metadata document names it.
+async fn issuer(gate: &Gate) -> String {
+    let resp = gate
+        .client()
+        .get(gate.url("/.well-known/oauth-authorization-server"))
+        .send()
+        .await
+        .unwrap();
+    json(resp).await["issuer"].as_str().unwrap().to_owned()
+}
+
 async fn consent(
     gate: &Gate,
     params: &[(&str, &str)],
@@ -158,6 +177,9 @@ async fn the_whole_flow_with_pkce_refresh_and_an_api_call() {
     let (base, p) = location_params(&resp);
     assert_eq!(base, CB);
     assert_eq!(param(&p, "state"), Some("xyz"));
+    // RFC 9207: the response names the issuer; no scope unless the client asks for it.
+    assert_eq!(param(&p, "iss"), Some(issuer(&gate).await.as_str()));
+    assert_eq!(param(&p, "scope"), None);
     let code = param(&p, "code").unwrap().to_owned();
     assert!(code.starts_with("agac_"));
 
@@ -252,6 +274,11 @@ async fn open_redirect_attempts_get_an_error_page_never_a_redirect() {
 #[tokio::test]
 async fn request_errors_redirect_with_error_and_state() {
     let Env { gate, .. } = env().await;
+    let iss = issuer(&gate).await;
+    // S256 challenges other than 43 base64url characters could never be redeemed.
+    let s256_44 = format!("{CHALLENGE}A");
+    let s256_128 = "A".repeat(128);
+    let s256_dot = CHALLENGE.replace('-', ".");
     let cases = [
         (
             vec![("response_type", "token")],
@@ -261,6 +288,18 @@ async fn request_errors_redirect_with_error_and_state() {
         (vec![("scope", "a[b")], "invalid_scope"),
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (vec![("code_challenge", "short")], "invalid_request"),
+        (
+            vec![("code_challenge", s256_44.as_str())],
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge", s256_128.as_str())],
+            "invalid_request",
+        ),
+        (
+            vec![("code_challenge", s256_dot.as_str())],
+            "invalid_request",
+        ),
     ];
     for (extra, error) in cases {
         let resp = gate
@@ -274,8 +313,22 @@ async fn request_errors_redirect_with_error_and_state() {
         assert_eq!(base, CB);
         assert_eq!(param(&p, "error"), Some(error), "{extra:?}");
         assert_eq!(param(&p, "state"), Some("xyz"));
+        assert_eq!(param(&p, "iss"), Some(iss.as_str()));
         assert!(param(&p, "error_description").is_some());
     }
+    // Without response_type, for a client that does not default it.
+    let mut none = web_params(&[]);
+    none.retain(|(k, _)| *k != "response_type");
+    let resp = gate
+        .client()
+        .get(authorize_url(&gate, &none))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        param(&location_params(&resp).1, "error"),
+        Some("invalid_request")
+    );
     // PKCE is required for this client.
     let mut no_pkce = web_params(&[]);
     no_pkce.retain(|(k, _)| !k.starts_with("code_challenge"));
@@ -318,6 +371,7 @@ async fn deny_wrong_password_and_csrf() {
     let (_, p) = location_params(&resp);
     assert_eq!(param(&p, "error"), Some("access_denied"));
     assert_eq!(param(&p, "state"), Some("xyz"));
+    assert_eq!(param(&p, "iss"), Some(issuer(&gate).await.as_str()));
 
     let resp = consent(&gate, &web_params(&[]), "alice", "wrong", "approve").await;
     assert_eq!(resp.status(), 401);
@@ -648,4 +702,267 @@ async fn connection_reuse_and_device_ids() {
             json(post_form(&gate, "/oauth/introspect", Some(who), &[("token", old)]).await).await;
         assert_eq!(i["active"], false);
     }
+}
+
+fn code_of(resp: &reqwest::Response) -> String {
+    assert_eq!(resp.status(), 303);
+    param(&location_params(resp).1, "code").unwrap().to_owned()
+}
+
+async fn active(gate: &Gate, who: (&str, &str), token: &str) -> bool {
+    let resp = post_form(gate, "/oauth/introspect", Some(who), &[("token", token)]).await;
+    json(resp).await["active"] == true
+}
+
+/// RFC 6749 §4.1.3 / RFC 9700 §4.5: a code is bound to its client. Another client
+/// presenting it learns nothing, spends nothing and revokes nothing; only the owner's
+/// second use is a replay.
+#[tokio::test]
+async fn another_clients_code_is_neither_spent_nor_revoked_by_it() {
+    let Env { gate, .. } = env().await;
+    let web = ("web", "web-secret");
+    let thief = ("other", "other-secret");
+    let code = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, thief, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(resp.status(), 400);
+    let v = json(resp).await;
+    assert_eq!(v["error"], "invalid_grant");
+    assert_eq!(
+        v["error_description"], "the authorization code is invalid or expired",
+        "answered like an unknown code"
+    );
+    // Still the owner's to redeem.
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "the other client's attempt spent the code"
+    );
+    let access = json(resp).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A spent code from another client: no replay revocation of the owner's tokens.
+    let resp = exchange(&gate, thief, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(
+        active(&gate, web, &access).await,
+        "another client revoked the owner's tokens"
+    );
+    // The owner's own second use is a replay: refused, and its tokens are revoked.
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(!active(&gate, web, &access).await);
+}
+
+/// A wrong verifier or redirect_uri is invalid_grant. From a public client (whose
+/// client_id anybody can send) it leaves the code usable; from a confidential client,
+/// which authenticated, it spends the code.
+#[tokio::test]
+async fn a_wrong_verifier_burns_only_a_confidential_clients_code() {
+    let Env { gate, .. } = env().await;
+    let mobile = |extra: &[(&'static str, &'static str)]| {
+        let mut p = vec![
+            ("response_type", "code"),
+            ("client_id", "mobile"),
+            ("redirect_uri", LOOPBACK),
+            ("scope", "usage.r"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ];
+        p.extend_from_slice(extra);
+        p
+    };
+    let redeem = |code: String, redirect: &'static str, verifier: &'static str| {
+        let gate = &gate;
+        async move {
+            post_form(
+                gate,
+                "/oauth/token",
+                None,
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("client_id", "mobile"),
+                    ("code", &code),
+                    ("redirect_uri", redirect),
+                    ("code_verifier", verifier),
+                ],
+            )
+            .await
+        }
+    };
+    let code = code_of(&consent(&gate, &mobile(&[]), "alice", "alice-pw", "approve").await);
+    let wrong = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXX";
+    let resp = redeem(code.clone(), LOOPBACK, wrong).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = redeem(code.clone(), "http://127.0.0.1:1/cb", VERIFIER).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = redeem(code.clone(), LOOPBACK, VERIFIER).await;
+    assert_eq!(
+        resp.status(),
+        200,
+        "a guess burned the public client's code"
+    );
+    let v = json(resp).await;
+    assert!(v["refresh_token"].as_str().unwrap().starts_with("agrt_"));
+
+    let web = ("web", "web-secret");
+    let code = code_of(&consent(&gate, &web_params(&[]), "alice", "alice-pw", "approve").await);
+    let resp = exchange(&gate, web, &code, CB, Some(wrong)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    let resp = exchange(&gate, web, &code, CB, Some(VERIFIER)).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant", "spent");
+}
+
+/// RFC 6749 §4.1.3: the token request repeats redirect_uri only when the authorization
+/// request carried it, and then exactly.
+#[tokio::test]
+async fn redirect_uri_is_required_at_the_token_endpoint_only_when_sent_before() {
+    let Env { gate, .. } = env().await;
+    let who = ("other", "other-secret");
+    let without = [
+        ("response_type", "code"),
+        ("client_id", "other"),
+        ("scope", "usage.r"),
+    ];
+    let token = |code: String, redirect: Option<&'static str>| {
+        let gate = &gate;
+        async move {
+            let mut form = vec![("grant_type", "authorization_code"), ("code", &code)];
+            if let Some(r) = redirect {
+                form.push(("redirect_uri", r));
+            }
+            post_form(gate, "/oauth/token", Some(who), &form).await
+        }
+    };
+    // Left out at authorize: not needed at the token endpoint…
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(token(code, None).await.status(), 200);
+    // …but if sent, it must be the registered one the code went to.
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(
+        json(token(code.clone(), Some("https://evil.example/cb")).await).await["error"],
+        "invalid_grant"
+    );
+    let code = code_of(&consent(&gate, &without, "alice", "alice-pw", "approve").await);
+    assert_eq!(
+        token(code, Some("https://other.example/cb")).await.status(),
+        200
+    );
+    // Sent at authorize: required, and exactly.
+    let mut with = without.to_vec();
+    with.push(("redirect_uri", "https://other.example/cb"));
+    let code = code_of(&consent(&gate, &with, "alice", "alice-pw", "approve").await);
+    let resp = token(code, None).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+}
+
+/// A config file with the `web` client and the users `names` (password: name + "-pw").
+fn users_file(dir: &std::path::Path, names: &[&str]) -> String {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    if !cert.exists() {
+        let names = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+        authgate::certs::generate(&cert, &key, &names, false).unwrap();
+    }
+    let mut text = format!(
+        "[server]\nhttps = \"127.0.0.1:0\"\nhttp = \"127.0.0.1:0\"\nhttp_mode = \"serve\"\n\
+         [tls]\ncert = {cert:?}\nkey = {key:?}\n\
+         [store]\nurl = \"sqlite://{}\"\n[reload]\nwatch = \"off\"\n\
+         [[client]]\nid = \"web\"\nsecret = \"web-secret\"\n\
+         grants = [\"authorization_code\", \"refresh_token\"]\nscopes = \"profile\"\n\
+         redirect_uris = [\"{CB}\"]\nrefresh_tokens = true\n",
+        dir.join("store.db").display()
+    );
+    for name in names {
+        let hash = authgate::oauth::password::hash(&format!("{name}-pw")).unwrap();
+        text.push_str(&format!(
+            "[[user]]\nname = \"{name}\"\npassword_hash = \"{hash}\"\n"
+        ));
+    }
+    text
+}
+
+/// Access and refresh token of `user` for the `web` client.
+async fn tokens_of(gate: &Gate, user: &str) -> (String, String) {
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", CB),
+        ("scope", "profile"),
+    ];
+    let code = code_of(&consent(gate, &params, user, &format!("{user}-pw"), "approve").await);
+    let resp = exchange(gate, ("web", "web-secret"), &code, CB, None).await;
+    assert_eq!(resp.status(), 200);
+    let v = json(resp).await;
+    let get = |k: &str| v[k].as_str().unwrap().to_owned();
+    (get("access_token"), get("refresh_token"))
+}
+
+async fn refresh(gate: &Gate, refresh_token: &str) -> reqwest::Response {
+    post_form(
+        gate,
+        "/oauth/token",
+        Some(("web", "web-secret")),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+/// Removing a `[[user]]` from the file and reloading ends that user's grants, like
+/// `authgate user remove` does for stored users; other users keep theirs.
+#[tokio::test]
+async fn removing_a_file_user_revokes_their_tokens_at_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, users_file(dir.path(), &["bob", "carol"])).unwrap();
+    let text_without_bob = users_file(dir.path(), &["carol"]);
+    let gate = Gate::from_file(&path, dir).await;
+    let web = ("web", "web-secret");
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let (carol_access, _) = tokens_of(&gate, "carol").await;
+    assert!(active(&gate, web, &bob_access).await);
+
+    std::fs::write(&path, text_without_bob).unwrap();
+    gate.reloader.reload("test").await.unwrap();
+    assert!(
+        !active(&gate, web, &bob_access).await,
+        "the removed user's token survived the reload"
+    );
+    assert_eq!(
+        json(refresh(&gate, &bob_refresh).await).await["error"],
+        "invalid_grant"
+    );
+    assert!(
+        active(&gate, web, &carol_access).await,
+        "other users keep theirs"
+    );
+}
+
+/// A refresh checks that the grant's user still exists: one removed while authgate was
+/// down (no reload saw it go) cannot refresh, and the grant ends.
+#[tokio::test]
+async fn a_refresh_for_a_user_who_no_longer_exists_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    std::fs::write(&path, users_file(dir.path(), &["bob", "carol"])).unwrap();
+    let text_without_bob = users_file(dir.path(), &["carol"]);
+    let keep = tempfile::tempdir().unwrap();
+    let gate = Gate::from_file(&path, keep).await;
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let (_, carol_refresh) = tokens_of(&gate, "carol").await;
+    gate.shutdown().await;
+
+    std::fs::write(&path, text_without_bob).unwrap();
+    let gate = Gate::from_file(&path, dir).await;
+    let resp = refresh(&gate, &bob_refresh).await;
+    assert_eq!(resp.status(), 400);
+    assert_eq!(json(resp).await["error"], "invalid_grant");
+    assert!(
+        !active(&gate, ("web", "web-secret"), &bob_access).await,
+        "the refused refresh ended the grant"
+    );
+    assert_eq!(refresh(&gate, &carol_refresh).await.status(), 200);
 }

@@ -579,3 +579,24 @@ async fn store_users_log_in_and_their_removal_revokes_their_tokens() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// `user hash-password` makes hashes for `[[user]] password_hash`: it refuses the
+/// passwords `user add` refuses, so a file user cannot get one either.
+#[test]
+fn hash_password_enforces_the_minimum_length() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = authgate_stdin(dir.path(), &["user", "hash-password"], "seven77\n");
+    assert_ne!(
+        out.status.code(),
+        Some(0),
+        "a 7-character password was hashed"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("at least 8 characters"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = authgate_stdin(dir.path(), &["user", "hash-password"], "eight888\n");
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("$argon2id$"));
+}

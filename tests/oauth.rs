@@ -35,6 +35,11 @@ secret = "never-secret"
 grants = ["client_credentials"]
 scopes = "profile"
 access_token_ttl = "never"
+[[client]]
+id = "phone"
+public = true
+grants = ["refresh_token"]
+scopes = "profile"
 "#;
 
 async fn gate() -> Gate {
@@ -290,6 +295,18 @@ async fn seed_refresh(gate: &Gate, client: &str, scope: &str, expires_at: Option
         used_at: None,
     };
     store.insert_tokens(&[record]).await.unwrap();
+    // The grant acts for a user, who must exist for a refresh (a second call finds
+    // them there already).
+    let user = authgate::store::UserRecord {
+        name: "alice".into(),
+        password_hash: authgate::oauth::password::DUMMY_HASH.into(),
+        settings: serde_json::json!({}),
+        created_at: 0,
+    };
+    match store.insert_user(&user).await {
+        Ok(()) | Err(authgate::store::StoreError::Conflict(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
     value
 }
 
@@ -511,6 +528,94 @@ async fn metadata_lists_what_is_supported() {
         v["token_endpoint_auth_methods_supported"],
         serde_json::json!(["client_secret_basic", "client_secret_post", "none"])
     );
+    assert_eq!(v["authorization_response_iss_parameter_supported"], true);
+}
+
+/// Unknown client, wrong secret, missing or malformed credentials, a public client
+/// sending a secret: one answer at every endpoint, so that client ids cannot be told
+/// apart from the outside.
+#[tokio::test]
+async fn client_authentication_failures_read_the_same() {
+    let gate = gate().await;
+    let mut seen = std::collections::BTreeSet::new();
+    for path in ["/oauth/token", "/oauth/revoke", "/oauth/introspect"] {
+        let extra = [("grant_type", "client_credentials"), ("token", "x")];
+        let basic_attempts = [("nobody", "x"), ("svc", "wrong"), ("phone", "a-secret")];
+        let form_attempts = [
+            vec![("client_id", "nobody")],
+            vec![("client_id", "svc")],
+            vec![],
+        ];
+        let attempts = basic_attempts
+            .iter()
+            .map(|b| (Some(*b), vec![]))
+            .chain(form_attempts.into_iter().map(|f| (None, f)));
+        for (basic, mut form) in attempts {
+            form.extend_from_slice(&extra);
+            let resp = post_form(&gate, path, basic, &form).await;
+            let v = assert_error(resp, 401, "invalid_client").await;
+            seen.insert(v["error_description"].as_str().unwrap().to_owned());
+        }
+        let resp = gate
+            .client()
+            .post(gate.url(path))
+            .header("authorization", "Basic bm8tY29sb24=")
+            .form(&extra)
+            .send()
+            .await
+            .unwrap();
+        let v = assert_error(resp, 401, "invalid_client").await;
+        seen.insert(v["error_description"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(seen.len(), 1, "{seen:?}");
+}
+
+/// A public client (no secret) may revoke its tokens (RFC 7009 §5) but not introspect
+/// them (RFC 7662 §2.1), and the metadata says exactly that.
+#[tokio::test]
+async fn public_clients_revoke_but_do_not_introspect_as_the_metadata_says() {
+    let gate = gate().await;
+    let v = json(
+        gate.client()
+            .get(gate.url("/.well-known/oauth-authorization-server"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let with_none = serde_json::json!(["client_secret_basic", "client_secret_post", "none"]);
+    assert_eq!(v["token_endpoint_auth_methods_supported"], with_none);
+    assert_eq!(v["revocation_endpoint_auth_methods_supported"], with_none);
+    assert_eq!(
+        v["introspection_endpoint_auth_methods_supported"],
+        serde_json::json!(["client_secret_basic", "client_secret_post"])
+    );
+
+    let r = seed_refresh(&gate, "phone", "profile", None).await;
+    let resp = post_form(
+        &gate,
+        "/oauth/introspect",
+        None,
+        &[("client_id", "phone"), ("token", &r)],
+    )
+    .await;
+    assert_error(resp, 401, "invalid_client").await;
+    let resp = post_form(
+        &gate,
+        "/oauth/revoke",
+        None,
+        &[("client_id", "phone"), ("token", &r)],
+    )
+    .await;
+    assert_eq!(resp.status(), 200);
+    let stored = gate
+        .store()
+        .await
+        .get_token(&token::hash(&r))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(stored.revoked_at.is_some(), "the public client revoked it");
 }
 
 #[tokio::test]

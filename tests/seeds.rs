@@ -31,6 +31,18 @@ async fn seed_refresh(gate: &Gate, client: &str, scope: &str) -> String {
         used_at: None,
     };
     store.insert_tokens(&[record]).await.unwrap();
+    // The grant acts for a user, who must exist for a refresh (a second call finds
+    // them there already).
+    let user = authgate::store::UserRecord {
+        name: "user@example.com".into(),
+        password_hash: authgate::oauth::password::DUMMY_HASH.into(),
+        settings: serde_json::json!({}),
+        created_at: 0,
+    };
+    match store.insert_user(&user).await {
+        Ok(()) | Err(authgate::store::StoreError::Conflict(_)) => {}
+        Err(e) => panic!("{e}"),
+    }
     value
 }
 
@@ -41,7 +53,7 @@ async fn hubic_gate(up: &common::Upstream) -> Gate {
         "hubic",
         &[
             ("HUBIC_CLIENT_SECRET", "hubic-secret"),
-            ("HUBIC_DEMO_PASSWORD", "demo-pw"),
+            ("HUBIC_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__1__UPSTREAM", &url),
             ("AUTHGATE_ROUTE__2__UPSTREAM", &url),
@@ -56,7 +68,7 @@ async fn hubspot_gate(up: &common::Upstream) -> Gate {
         "hubspot",
         &[
             ("HUBSPOT_CLIENT_SECRET", "hs-secret"),
-            ("HUBSPOT_DEMO_PASSWORD", "demo-pw"),
+            ("HUBSPOT_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
         ],
     )
@@ -159,8 +171,8 @@ async fn hubic_token_side_and_api_calls() {
     assert!(v["error_description"].as_str().unwrap().contains("JSON"));
 }
 
-/// HubSpot: credentials in the body at /oauth/v1/token; 30-minute tokens; refresh
-/// returns a new refresh token.
+/// HubSpot: credentials in the body at /oauth/v1/token; 30-minute tokens; the refresh
+/// token is not rotated.
 #[tokio::test]
 async fn hubspot_token_side_and_api_calls() {
     let up = common::Upstream::start().await;
@@ -181,8 +193,8 @@ async fn hubspot_token_side_and_api_calls() {
     assert_eq!(resp.status(), 200);
     let v = json(resp).await;
     assert_eq!(v["expires_in"], 1800);
-    let next = v["refresh_token"].as_str().unwrap();
-    assert!(next.starts_with("agrt_") && next != refresh);
+    // Not rotated: the response has no new refresh token, the old one goes on working.
+    assert!(v.get("refresh_token").is_none(), "{v}");
     assert!(v.get("scope").is_none());
 
     // "GET …/contacts/v1/lists/all/contacts/all Authorization: Bearer …", within the
@@ -233,7 +245,7 @@ async fn hubic_documented_flow() {
         "/oauth/auth",
         &params,
         "demo@hubic.example",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -241,6 +253,8 @@ async fn hubic_documented_flow() {
     let (base, p) = flow::location(&resp);
     assert_eq!(base, cb);
     assert_eq!(flow::param(&p, "state"), Some("RandomString_Xa3"));
+    // "Look at our url, there is some interesting parameters: Code, Scope, State".
+    assert_eq!(flow::param(&p, "scope"), Some("usage.r,account.r,links.wd"));
     let code = flow::param(&p, "code").unwrap().to_owned();
 
     let creds = ("api_hubic_sandbox", "hubic-secret");
@@ -310,7 +324,7 @@ async fn hubic_documented_flow() {
         "/oauth/auth",
         &params,
         "demo@hubic.example",
-        "demo-pw",
+        "demo-password",
         "deny",
     )
     .await;
@@ -327,19 +341,35 @@ async fn hubspot_documented_flow() {
     let up = common::Upstream::start().await;
     let gate = hubspot_gate(&up).await;
     let cb = "https://monappli.com/callback";
-    let params = [
+    // The documented URL: client_id, scope, redirect_uri, and no response_type.
+    let documented = [
         ("client_id", "hubspot-app"),
         ("scope", "crm.objects.contacts.read"),
         ("redirect_uri", cb),
-        ("response_type", "code"),
-        ("state", "from-settings-page"),
     ];
+    let resp = flow::consent(
+        &gate,
+        "/oauth/authorize",
+        &documented,
+        "marketing@example.com",
+        "demo-password",
+        "approve",
+    )
+    .await;
+    assert_eq!(resp.status(), 303);
+    let (base, p) = flow::location(&resp);
+    assert_eq!(base, cb);
+    assert!(flow::param(&p, "error").is_none(), "{p:?}");
+    assert!(flow::param(&p, "code").is_some());
+    // "add a setting state": it comes back.
+    let mut params = documented.to_vec();
+    params.push(("state", "from-settings-page"));
     let resp = flow::consent(
         &gate,
         "/oauth/authorize",
         &params,
         "marketing@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -372,23 +402,25 @@ async fn hubspot_documented_flow() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = post_form(
-        &gate,
-        "/oauth/v1/token",
-        None,
-        &[
-            ("grant_type", "refresh_token"),
-            ("client_id", "hubspot-app"),
-            ("client_secret", "hs-secret"),
-            ("refresh_token", &refresh),
-        ],
-    )
-    .await;
-    assert_eq!(resp.status(), 200);
-    assert!(json(resp).await["access_token"]
-        .as_str()
-        .unwrap()
-        .starts_with("agat_"));
+    // "refresh_token=JETON_ACTUALISATION", the one from the first response, every time.
+    for _ in 0..2 {
+        let resp = post_form(
+            &gate,
+            "/oauth/v1/token",
+            None,
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", "hubspot-app"),
+                ("client_secret", "hs-secret"),
+                ("refresh_token", &refresh),
+            ],
+        )
+        .await;
+        assert_eq!(resp.status(), 200);
+        let v = json(resp).await;
+        assert!(v["access_token"].as_str().unwrap().starts_with("agat_"));
+        assert_eq!(v["expires_in"], 1800);
+    }
 }
 
 /// HubRise (seed 001), as documented: no response_type or grant_type, prefill
@@ -402,7 +434,7 @@ async fn hubrise_documented_flow() {
         "hubrise",
         &[
             ("HUBRISE_CLIENT_SECRET", "hr-secret"),
-            ("HUBRISE_DEMO_PASSWORD", "demo-pw"),
+            ("HUBRISE_DEMO_PASSWORD", "demo-password"),
             ("AUTHGATE_ROUTE__0__UPSTREAM", &up.url()),
             ("AUTHGATE_ROUTE__1__UPSTREAM", &up.url()),
         ],
@@ -422,7 +454,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &web,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -472,7 +504,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &web,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;
@@ -498,7 +530,7 @@ async fn hubrise_documented_flow() {
                 "/oauth2/v1/authorize",
                 &params,
                 "bella@example.com",
-                "demo-pw",
+                "demo-password",
                 "approve",
             )
             .await;
@@ -561,7 +593,7 @@ async fn hubrise_documented_flow() {
         "/oauth2/v1/authorize",
         &oob,
         "bella@example.com",
-        "demo-pw",
+        "demo-password",
         "approve",
     )
     .await;

@@ -232,6 +232,8 @@ pub(super) fn user(
                         format!("environment variable {var} is not set"),
                     )
                 })?;
+                crate::oauth::password::check_new(&pw)
+                    .map_err(|e| err(file, &key("password_env"), format!("{var}: {e}")))?;
                 crate::oauth::password::hash(&pw).map_err(|e| err(file, &key("password_env"), e))?
             }
             (None, None) => return Err(err(
@@ -632,6 +634,8 @@ pub(super) fn client(
         token_response_extra: raw.token_response_extra.unwrap_or(false),
         relaxed_parameters: raw.relaxed_parameters.unwrap_or(false),
         reuse_tokens: raw.reuse_tokens.unwrap_or(false),
+        default_response_type: raw.default_response_type,
+        callback_scope: raw.callback_scope.unwrap_or(false),
     };
     settings
         .validate()
@@ -642,4 +646,74 @@ pub(super) fn client(
         secret,
         settings,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+
+    const NO_TLS: &str = "[server]\nhttps = \"off\"\nhttp_mode = \"serve\"\n";
+
+    fn load_err(rest: &str, vars: &[(&str, &str)]) -> String {
+        let vars = vars.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        match Config::parse(&format!("{NO_TLS}{rest}"), "test.toml", vars) {
+            Ok(_) => panic!("accepted:\n{rest}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn file_users_obey_the_cli_password_length() {
+        let user = "[[user]]\nname = \"demo\"\npassword_env = \"DEMO_PW\"\n";
+        let short = "x".repeat(crate::oauth::password::MIN_PASSWORD_LEN - 1);
+        let e = load_err(user, &[("DEMO_PW", &short)]);
+        assert!(
+            e.starts_with("test.toml: user[0].password_env: DEMO_PW:"),
+            "{e}"
+        );
+        assert!(e.contains("at least 8 characters"), "{e}");
+        let long = "x".repeat(crate::oauth::password::MIN_PASSWORD_LEN);
+        let vars = [("DEMO_PW".to_string(), long)];
+        Config::parse(&format!("{NO_TLS}{user}"), "test.toml", vars.into_iter()).unwrap();
+    }
+
+    #[test]
+    fn public_clients_with_refresh_tokens_must_rotate_them() {
+        let e = load_err(
+            "[[client]]\nid = \"app\"\npublic = true\ngrants = [\"authorization_code\", \"refresh_token\"]\n\
+             redirect_uris = [\"https://app.example/cb\"]\nrefresh_tokens = true\nrotate_refresh_tokens = false\n",
+            &[],
+        );
+        assert!(
+            e.starts_with("test.toml: client[0].rotate_refresh_tokens: a public client"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn plain_http_redirect_uris_only_for_loopback() {
+        let client = |uri: &str| {
+            format!(
+                "[[client]]\nid = \"app\"\nsecret = \"s\"\ngrants = [\"authorization_code\"]\n\
+                 redirect_uris = [\"{uri}\"]\n"
+            )
+        };
+        let e = load_err(&client("http://app.example/cb"), &[]);
+        assert!(e.starts_with("test.toml: client[0].redirect_uris:"), "{e}");
+        assert!(e.contains("loopback"), "{e}");
+        for ok in [
+            "http://127.0.0.1:8000/cb",
+            "http://[::1]/cb",
+            "http://localhost:3000/cb",
+            "https://app.example/cb",
+            "com.example.app://cb",
+        ] {
+            Config::parse(
+                &format!("{NO_TLS}{}", client(ok)),
+                "test.toml",
+                std::iter::empty(),
+            )
+            .unwrap_or_else(|e| panic!("{ok}: {e}"));
+        }
+    }
 }

@@ -129,6 +129,8 @@ pub struct RawClient {
     pub token_response_extra: Option<bool>,
     pub relaxed_parameters: Option<bool>,
     pub reuse_tokens: Option<bool>,
+    pub default_response_type: Option<String>,
+    pub callback_scope: Option<bool>,
 }
 
 /// `[server]`: listeners and limits.

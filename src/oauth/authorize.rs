@@ -132,7 +132,7 @@ impl OAuth {
     ) -> Result<AuthzRequest, Redirect> {
         match form.get("response_type") {
             Some("code") => {}
-            None if client.relaxed_parameters => {}
+            None if client.default_response_code => {}
             None => return Err(redirect_err("invalid_request", "response_type is missing")),
             Some(other) => {
                 return Err(redirect_err(
@@ -188,6 +188,14 @@ impl OAuth {
                 }
                 // RFC 7636 §4.3: no method means plain.
                 match method.unwrap_or("plain") {
+                    // RFC 7636 §4.2: BASE64URL(SHA256(verifier)), 43 characters; any
+                    // other challenge would make a code no verifier can redeem.
+                    "S256" if !is_s256_challenge(c) => {
+                        return Err(redirect_err(
+                            "invalid_request",
+                            "an S256 code_challenge is 43 base64url characters (a SHA-256 hash)",
+                        ))
+                    }
                     "S256" => Some(format!("S256:{c}")),
                     "plain" if self.cfg.allow_plain_pkce => Some(format!("plain:{c}")),
                     "plain" => {
@@ -373,7 +381,13 @@ impl OAuth {
         let record = CodeRecord {
             hash: token::hash(code.expose()),
             client_id: request.client.id.clone(),
-            redirect_uri: request.redirect_uri.clone(),
+            // Empty when the request relied on the one registered URI: then the token
+            // request need not name it (RFC 6749 §4.1.3).
+            redirect_uri: if form.get("redirect_uri").is_some() {
+                request.redirect_uri.clone()
+            } else {
+                String::new()
+            },
             code_challenge: request.challenge.clone(),
             scope: granted.to_string(),
             subject: user.name.clone(),
@@ -406,9 +420,15 @@ impl OAuth {
             );
         }
         let mut params = vec![("code", code.expose())];
+        // hubiC's callback names the granted scope next to the code.
+        let scope = granted.to_string();
+        if request.client.callback_scope {
+            params.push(("scope", &scope));
+        }
         if let Some(s) = state {
             params.push(("state", s));
         }
+        params.push(("iss", &self.cfg.issuer));
         see_other(&request.redirect_uri, &params)
     }
 
@@ -426,6 +446,8 @@ impl OAuth {
         if let Some(s) = state {
             params.push(("state", s));
         }
+        // RFC 9207: says which server answers, against mix-up attacks.
+        params.push(("iss", &self.cfg.issuer));
         see_other(redirect_uri, &params)
     }
 }
@@ -507,6 +529,16 @@ async fn read_params(req: Request<Incoming>) -> Result<Form, PageError> {
             "Use GET or POST.".into(),
         )),
     }
+}
+
+/// Whether `c` is what an S256 challenge is: the unpadded base64url encoding of 32
+/// bytes (the decoder also refuses the 43rd character's unused bits being set).
+fn is_s256_challenge(c: &str) -> bool {
+    use base64::Engine;
+    c.len() == 43
+        && base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(c)
+            .is_ok_and(|bytes| bytes.len() == 32)
 }
 
 /// `scheme://authority` of a redirect URI, if it is plain enough to put in a CSP source
@@ -594,6 +626,22 @@ mod tests {
                 "profile"
             ]
         );
+    }
+
+    #[test]
+    fn s256_challenges_are_a_base64url_sha256() {
+        assert!(is_s256_challenge(
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+        ));
+        for bad in [
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cMA",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-c",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw.cM",
+            "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cN",
+            &"a".repeat(128),
+        ] {
+            assert!(!is_s256_challenge(bad), "{bad}");
+        }
     }
 
     #[test]

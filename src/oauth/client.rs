@@ -136,6 +136,14 @@ pub struct ClientSettings {
     /// returns the same access token; a `device_id` keys a separate one per device.
     #[serde(default)]
     pub reuse_tokens: bool,
+    /// `"code"`: an authorization request without `response_type` means `code`
+    /// (HubSpot's documented authorize URL has none). Nothing else is relaxed.
+    #[serde(default)]
+    pub default_response_type: Option<String>,
+    /// The authorization response names the granted `scope` next to `code` and
+    /// `state` (hubiC).
+    #[serde(default)]
+    pub callback_scope: bool,
 }
 
 /// A usable client.
@@ -157,6 +165,10 @@ pub struct Client {
     pub token_response_extra: bool,
     pub relaxed_parameters: bool,
     pub reuse_tokens: bool,
+    /// A missing `response_type` means `code` (`default_response_type`, or
+    /// `relaxed_parameters`).
+    pub default_response_code: bool,
+    pub callback_scope: bool,
 }
 
 /// The out-of-band redirect URI of installed apps (the code is shown on a page).
@@ -171,15 +183,28 @@ impl ClientSettings {
             Ttl::parse(t).map_err(|e| ("access_token_ttl", e))?;
         }
         for u in &self.redirect_uris {
-            let ok = u == OOB
-                || u.parse::<http::Uri>().is_ok_and(|p| {
-                    p.scheme().is_some() && p.authority().is_some() && !u.contains('#')
-                });
-            if !ok {
+            let parsed = u
+                .parse::<http::Uri>()
+                .ok()
+                .filter(|p| p.scheme().is_some() && p.authority().is_some() && !u.contains('#'));
+            if u != OOB && parsed.is_none() {
                 return Err((
                     "redirect_uris",
                     format!("{u:?} is not an absolute URI without fragment (or {OOB})"),
                 ));
+            }
+            // RFC 9700 §2.6 / RFC 8252 §7.3: plain http only to this machine, where
+            // nobody on the way can read the code.
+            if let Some(p) = parsed.filter(|p| {
+                p.scheme_str()
+                    .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+            }) {
+                if !is_loopback_host(p.host().unwrap_or("")) {
+                    return Err((
+                        "redirect_uris",
+                        format!("{u:?}: http:// is allowed only for loopback hosts (127.0.0.1, [::1], localhost); use https:// or a private-use scheme"),
+                    ));
+                }
             }
         }
         match self.pkce.as_deref() {
@@ -191,6 +216,15 @@ impl ClientSettings {
                 ))
             }
         }
+        match self.default_response_type.as_deref() {
+            None | Some("code") => {}
+            Some(other) => {
+                return Err((
+                    "default_response_type",
+                    format!("{other:?}: the only response type is \"code\""),
+                ))
+            }
+        }
         let has = |g: &str| self.grants.iter().any(|x| x == g);
         if self.refresh_tokens && !has("refresh_token") {
             return Err((
@@ -198,22 +232,29 @@ impl ClientSettings {
                 "needs the refresh_token grant (add it to grants)".into(),
             ));
         }
-        if (self.pkce.is_some()
-            || self.relaxed_parameters
-            || self.token_response_extra
-            || self.reuse_tokens)
-            && !has("authorization_code")
-        {
-            let key = if self.pkce.is_some() {
-                "pkce"
-            } else if self.relaxed_parameters {
-                "relaxed_parameters"
-            } else if self.reuse_tokens {
-                "reuse_tokens"
-            } else {
-                "token_response_extra"
-            };
-            return Err((key, "only applies to the authorization_code grant".into()));
+        // RFC 9700 §4.14.2: a public client's refresh token is not bound to a secret, so
+        // rotation is what detects a stolen one.
+        if self.public && self.refresh_tokens && !self.rotate_refresh_tokens {
+            return Err((
+                "rotate_refresh_tokens",
+                "a public client with refresh tokens must rotate them (set it to true)".into(),
+            ));
+        }
+        let code_only = [
+            ("pkce", self.pkce.is_some()),
+            ("relaxed_parameters", self.relaxed_parameters),
+            ("reuse_tokens", self.reuse_tokens),
+            ("token_response_extra", self.token_response_extra),
+            (
+                "default_response_type",
+                self.default_response_type.is_some(),
+            ),
+            ("callback_scope", self.callback_scope),
+        ];
+        if let Some((key, _)) = code_only.iter().find(|(_, set)| *set) {
+            if !has("authorization_code") {
+                return Err((key, "only applies to the authorization_code grant".into()));
+            }
         }
         if self.grants.iter().any(|g| g == "authorization_code") && self.redirect_uris.is_empty() {
             return Err((
@@ -277,8 +318,20 @@ impl ClientSettings {
             token_response_extra: self.token_response_extra,
             relaxed_parameters: self.relaxed_parameters,
             reuse_tokens: self.reuse_tokens,
+            default_response_code: self.relaxed_parameters
+                || self.default_response_type.as_deref() == Some("code"),
+            callback_scope: self.callback_scope,
         })
     }
+}
+
+/// Whether a redirect URI's host is this machine: 127.0.0.0/8, `[::1]` or `localhost`.
+fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Client {
@@ -380,6 +433,8 @@ mod tests {
             token_response_extra: false,
             relaxed_parameters: false,
             reuse_tokens: false,
+            default_response_type: None,
+            callback_scope: false,
         }
     }
 
@@ -418,6 +473,79 @@ mod tests {
             .unwrap();
         assert_eq!(c.access_token_ttl, Some(Ttl::Never));
         assert!(c.allows(GrantType::ClientCredentials) && !c.allows(GrantType::RefreshToken));
+    }
+
+    #[test]
+    fn plain_http_redirects_only_to_loopback() {
+        let mut s = settings(&["authorization_code"]);
+        for ok in [
+            "http://127.0.0.1:53682/cb",
+            "http://127.1.2.3/cb",
+            "http://[::1]:8000/cb",
+            "http://localhost/cb",
+            "HTTP://LOCALHOST:9/cb",
+            "https://app.example/cb",
+            "com.example.app://oauth/cb",
+        ] {
+            s.redirect_uris = vec![ok.into()];
+            assert!(s.validate().is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://app.example/cb",
+            "http://10.0.0.1/cb",
+            "http://localhost.evil.example/cb",
+            "http://[::2]/cb",
+            "http://128.0.0.1/cb",
+        ] {
+            s.redirect_uris = vec!["https://app.example/cb".into(), bad.into()];
+            let (key, reason) = s.validate().unwrap_err();
+            assert_eq!(key, "redirect_uris", "{bad}");
+            assert!(reason.contains("loopback"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn public_clients_rotate_their_refresh_tokens() {
+        let mut s = settings(&["authorization_code", "refresh_token"]);
+        s.redirect_uris = vec!["https://app.example/cb".into()];
+        s.public = true;
+        s.refresh_tokens = true;
+        s.rotate_refresh_tokens = false;
+        assert_eq!(s.validate().unwrap_err().0, "rotate_refresh_tokens");
+        s.rotate_refresh_tokens = true;
+        assert!(s.validate().is_ok());
+        // Without refresh tokens there is nothing to rotate; a confidential client may
+        // keep its refresh token (hubiC, HubSpot).
+        s.refresh_tokens = false;
+        s.rotate_refresh_tokens = false;
+        assert!(s.validate().is_ok());
+        s.public = false;
+        s.refresh_tokens = true;
+        assert!(s.validate().is_ok());
+    }
+
+    #[test]
+    fn response_type_defaults_and_callback_scope_are_code_grant_settings() {
+        let mut s = settings(&["authorization_code"]);
+        s.redirect_uris = vec!["https://app.example/cb".into()];
+        s.default_response_type = Some("token".into());
+        assert_eq!(s.validate().unwrap_err().0, "default_response_type");
+        s.default_response_type = Some("code".into());
+        s.callback_scope = true;
+        let c = s.clone().into_client("c".into(), "C".into(), None).unwrap();
+        assert!(c.default_response_code && c.callback_scope);
+        let mut cc = settings(&["client_credentials"]);
+        cc.callback_scope = true;
+        assert_eq!(cc.validate().unwrap_err().0, "callback_scope");
+        cc.callback_scope = false;
+        cc.default_response_type = Some("code".into());
+        assert_eq!(cc.validate().unwrap_err().0, "default_response_type");
+        assert!(
+            !settings(&["client_credentials"])
+                .into_client("c".into(), "C".into(), None)
+                .unwrap()
+                .default_response_code
+        );
     }
 
     #[test]

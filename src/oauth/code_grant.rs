@@ -1,12 +1,13 @@
 //! `grant_type=authorization_code` (RFC 6749 §4.1.3, RFC 7636 §4.6): a one-use code
-//! bound to this client, the exact redirect URI and the PKCE challenge. A second use
-//! revokes every token issued from the code.
+//! bound to this client, the exact redirect URI and the PKCE challenge. A second use by
+//! that client revokes every token issued from the code; another client presenting it
+//! changes nothing.
 
 use super::client::{Client, GrantType};
 use super::grants::{pkce_matches, Issued};
 use super::{OAuth, OAuthError};
 use crate::scope::Scope;
-use crate::store::{Redeem, TokenKind, TokenRecord};
+use crate::store::{CodeRecord, CodeRefusal, Redeem, TokenKind, TokenRecord};
 use crate::token::{self, Kind};
 
 impl OAuth {
@@ -17,7 +18,7 @@ impl OAuth {
     async fn reused_connection(
         &self,
         client: &Client,
-        record: &crate::store::CodeRecord,
+        record: &CodeRecord,
         scope: Scope,
         now: i64,
     ) -> Result<Issued, OAuthError> {
@@ -110,7 +111,7 @@ impl OAuth {
         value: crate::secret::Secret,
         expires_in: Option<i64>,
         scope: Scope,
-        record: &crate::store::CodeRecord,
+        record: &CodeRecord,
     ) -> Issued {
         Issued {
             access_token: value,
@@ -131,15 +132,30 @@ impl OAuth {
         verifier: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         let value = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
-        let invalid =
-            || OAuthError::InvalidGrant("the authorization code is invalid or expired".into());
         self.codec
             .verify(value, Kind::Code)
-            .map_err(|_| invalid())?;
+            .map_err(|_| invalid_code())?;
         let now = (self.clock)();
         let code_hash = token::hash(value);
-        let record = match self.store.redeem_code(&code_hash, now).await? {
-            Redeem::Invalid => return Err(invalid()),
+        // The bindings are checked inside the store's transaction, before the code is
+        // spent or a replay revokes anything; the refusal's details wait here.
+        let refused = std::sync::OnceLock::new();
+        let check = |record: &CodeRecord| {
+            check_binding(client, record, redirect_uri, verifier).map_err(|r| {
+                let action = r.action;
+                let _ = refused.set(r);
+                action
+            })
+        };
+        let record = match self.store.redeem_code(&code_hash, now, &check).await? {
+            Redeem::Invalid => return Err(invalid_code()),
+            Redeem::Refused(_) => {
+                let Some(r) = refused.into_inner() else {
+                    return Err(invalid_code());
+                };
+                tracing::warn!(client_id = %client.id, why = r.why, burned = r.action == CodeRefusal::Burn, "authorization code refused");
+                return Err(r.error);
+            }
             Redeem::Replayed { family } => {
                 tracing::warn!(client_id = %client.id, %family, "authorization code replayed: its tokens were revoked");
                 self.tokens.evict_family(&family);
@@ -149,38 +165,7 @@ impl OAuth {
             }
             Redeem::Fresh(r) => *r,
         };
-        if record.client_id != client.id {
-            return Err(OAuthError::InvalidGrant(
-                "the authorization code was issued to another client".into(),
-            ));
-        }
-        let omitted_ok = redirect_uri.is_none() && client.relaxed_parameters;
-        if !omitted_ok && redirect_uri != Some(record.redirect_uri.as_str()) {
-            return Err(OAuthError::InvalidGrant(
-                "redirect_uri does not match the authorization request".into(),
-            ));
-        }
-        match (&record.code_challenge, verifier) {
-            (Some(challenge), Some(v)) if pkce_matches(challenge, v) => {}
-            (Some(_), Some(_)) => {
-                return Err(OAuthError::InvalidGrant(
-                    "code_verifier does not match".into(),
-                ))
-            }
-            (Some(_), None) => {
-                return Err(OAuthError::InvalidRequest(
-                    "code_verifier is missing".into(),
-                ))
-            }
-            (None, Some(_)) => {
-                return Err(OAuthError::InvalidGrant(
-                    "code_verifier sent, but the authorization request had no code_challenge"
-                        .into(),
-                ))
-            }
-            (None, None) => {}
-        }
-        let scope = Scope::parse(&record.scope).map_err(|_| invalid())?;
+        let scope = Scope::parse(&record.scope).map_err(|_| invalid_code())?;
         if client.reuse_tokens {
             let issued = self.reused_connection(client, &record, scope, now).await?;
             if self.store.code_replayed(&code_hash).await? {
@@ -232,5 +217,84 @@ impl OAuth {
             scope_changed: false,
             extra: client.token_response_extra.then_some(record.extra),
         })
+    }
+}
+
+fn invalid_code() -> OAuthError {
+    OAuthError::InvalidGrant("the authorization code is invalid or expired".into())
+}
+
+/// Why [`check_binding`] refused a code.
+struct Refusal {
+    error: OAuthError,
+    action: CodeRefusal,
+    /// For the log.
+    why: &'static str,
+}
+
+/// RFC 6749 §4.1.3 and RFC 7636 §4.6: whether `client` may redeem `record` with this
+/// `redirect_uri` and `verifier`, and, if not, what becomes of the code.
+///
+/// A code presented by another client is left untouched (and answered like an unknown
+/// one): otherwise anyone holding a stolen code could spend it, or revoke what it
+/// issued, in its owner's place. A wrong `redirect_uri` or verifier from the owner
+/// spends the code when the owner is confidential: it authenticated with its secret,
+/// so the mistake is its own (or an injected code, RFC 9700 §4.5), and a spent code
+/// cannot be retried. A public client proves nothing by its `client_id`, so its code
+/// stays usable: an attacker who has the code but not the verifier must not be able
+/// to burn it (RFC 9700 §2.1.1), and guessing a verifier is hopeless.
+fn check_binding(
+    client: &Client,
+    record: &CodeRecord,
+    redirect_uri: Option<&str>,
+    verifier: Option<&str>,
+) -> Result<(), Refusal> {
+    if record.client_id != client.id {
+        return Err(Refusal {
+            error: invalid_code(),
+            action: CodeRefusal::Keep,
+            why: "issued to another client",
+        });
+    }
+    let action = if client.public {
+        CodeRefusal::Keep
+    } else {
+        CodeRefusal::Burn
+    };
+    let refuse = |error: OAuthError, why: &'static str| Err(Refusal { error, action, why });
+    let redirect_ok = match (record.requested_redirect_uri(), redirect_uri) {
+        (Some(expected), Some(sent)) => sent == expected,
+        // HubRise leaves it out of the token request although it sent it before.
+        (Some(_), None) => client.relaxed_parameters,
+        // Not in the authorization request: not required, but if sent, it must be the
+        // one the code could have gone to.
+        (None, Some(sent)) => client.redirect_uris.iter().any(|u| u == sent),
+        (None, None) => true,
+    };
+    if !redirect_ok {
+        return refuse(
+            OAuthError::InvalidGrant(
+                "redirect_uri does not match the authorization request".into(),
+            ),
+            "redirect_uri mismatch",
+        );
+    }
+    match (&record.code_challenge, verifier) {
+        (Some(challenge), Some(v)) if pkce_matches(challenge, v) => Ok(()),
+        (Some(_), Some(_)) => refuse(
+            OAuthError::InvalidGrant("code_verifier does not match".into()),
+            "wrong code_verifier",
+        ),
+        (Some(_), None) => refuse(
+            OAuthError::InvalidRequest("code_verifier is missing".into()),
+            "code_verifier missing",
+        ),
+        (None, Some(_)) => refuse(
+            OAuthError::InvalidGrant(
+                "code_verifier sent, but the authorization request had no code_challenge".into(),
+            ),
+            "code_verifier without code_challenge",
+        ),
+        (None, None) => Ok(()),
     }
 }

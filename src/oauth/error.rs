@@ -8,12 +8,19 @@ use http::{Response, StatusCode};
 use crate::body::Body;
 use crate::error::json_error;
 
+/// The `error_description` of every `invalid_client` answer, whatever failed: an
+/// unknown id, a wrong secret and missing credentials read the same.
+pub const CLIENT_AUTH_FAILED: &str =
+    "client authentication failed: unknown client, wrong credentials or none sent";
+
 /// What went wrong at an OAuth endpoint.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum OAuthError {
     #[error("invalid_request: {0}")]
     InvalidRequest(String),
-    /// Client authentication failed. `basic`: the client tried HTTP Basic (for logs).
+    /// Client authentication failed. `basic`: the client tried HTTP Basic. `reason`
+    /// says what failed, for the log only: every response says
+    /// [`CLIENT_AUTH_FAILED`], so that it cannot tell which client ids exist.
     #[error("invalid_client: {reason}")]
     InvalidClient { basic: bool, reason: String },
     #[error("invalid_grant: {0}")]
@@ -73,7 +80,7 @@ impl OAuthError {
             | OAuthError::UnauthorizedClient(d)
             | OAuthError::UnsupportedGrantType(d)
             | OAuthError::InvalidScope(d) => d.clone(),
-            OAuthError::InvalidClient { reason, .. } => reason.clone(),
+            OAuthError::InvalidClient { .. } => CLIENT_AUTH_FAILED.into(),
             OAuthError::MethodNotAllowed => "use POST".into(),
             OAuthError::TooLarge => "the request body is too large".into(),
             OAuthError::Unavailable(_) => {

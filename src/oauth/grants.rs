@@ -148,6 +148,16 @@ impl OAuth {
         if old.used_at.is_none() && !old.is_active(now) {
             return Err(invalid());
         }
+        // Refresh tokens come from the code grant and act for a user. One removed from
+        // the file (or the store) since ends the grant here, whatever was revoked.
+        if let Some(user) = &old.subject {
+            if !self.user_exists(user).await? {
+                self.store.revoke_family(&old.family, now).await?;
+                self.tokens.evict_family(&old.family);
+                tracing::warn!(client_id = %client.id, user = %super::form::printable(user), "refresh for a user who no longer exists: the grant was revoked");
+                return Err(invalid());
+            }
+        }
         // What the grant allowed, narrowed to what the client may have today (an admin
         // may have narrowed the client since).
         let original = Scope::parse(&old.scope)

@@ -17,7 +17,9 @@ impl OAuth {
         client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
     ) -> Result<Response<Body>, OAuthError> {
-        let (form, client) = self.authenticated_form(req, client_ip, client_id).await?;
+        let (form, client) = self
+            .authenticated_form(super::Endpoint::Introspect, req, client_ip, client_id)
+            .await?;
         let value = form
             .get("token")
             .ok_or_else(|| OAuthError::InvalidRequest("token is missing".into()))?;

@@ -5,10 +5,17 @@ use http::header::{self, HeaderValue};
 use http::{Method, Response, StatusCode};
 
 use super::client::GrantType;
-use super::{OAuth, OAuthError};
+use super::{Endpoint, OAuth, OAuthError};
 use crate::body::{self, Body};
 
-const AUTH_METHODS: [&str; 3] = ["client_secret_basic", "client_secret_post", "none"];
+/// The client authentication methods `endpoint` accepts (see `client_auth`).
+fn auth_methods(endpoint: Endpoint) -> Vec<&'static str> {
+    let mut methods = vec!["client_secret_basic", "client_secret_post"];
+    if endpoint.serves_public_clients() {
+        methods.push("none");
+    }
+    methods
+}
 
 impl OAuth {
     pub(super) fn metadata(&self, method: &Method) -> Response<Body> {
@@ -28,9 +35,11 @@ impl OAuth {
             "code_challenge_methods_supported": if self.cfg.allow_plain_pkce { vec!["S256", "plain"] } else { vec!["S256"] },
             "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
             "response_types_supported": ["code"],
-            "token_endpoint_auth_methods_supported": AUTH_METHODS,
-            "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-            "introspection_endpoint_auth_methods_supported": AUTH_METHODS,
+            "token_endpoint_auth_methods_supported": auth_methods(Endpoint::Token),
+            "revocation_endpoint_auth_methods_supported": auth_methods(Endpoint::Revoke),
+            "introspection_endpoint_auth_methods_supported": auth_methods(Endpoint::Introspect),
+            // RFC 9207: authorization responses carry `iss`.
+            "authorization_response_iss_parameter_supported": true,
         });
         let mut resp = Response::new(body::full(doc.to_string()));
         *resp.status_mut() = StatusCode::OK;

@@ -20,6 +20,7 @@ pub mod pages;
 pub mod password;
 mod revoke;
 mod token_endpoint;
+mod users;
 
 use std::sync::Arc;
 
@@ -33,6 +34,7 @@ use crate::store::Store;
 use crate::token::Codec;
 use client::Clients;
 pub use error::OAuthError;
+pub use users::revoke_removed_users;
 
 /// Where the metadata document is served (RFC 8414 §3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -60,6 +62,15 @@ pub enum Endpoint {
     AccountToken,
     /// The login + consent page.
     Authorize,
+}
+
+impl Endpoint {
+    /// Whether a public client, which has no secret (`none`), may use the endpoint:
+    /// the token endpoint (with PKCE) and revocation (RFC 7009 §5), not introspection,
+    /// which needs a caller that authenticates (RFC 7662 §2.1).
+    pub fn serves_public_clients(self) -> bool {
+        matches!(self, Endpoint::Token | Endpoint::Revoke)
+    }
 }
 
 /// The authorization server.
@@ -219,6 +230,7 @@ impl OAuth {
     /// form, authenticate the client, and note its id for the access log.
     async fn authenticated_form(
         &self,
+        endpoint: Endpoint,
         req: Request<Incoming>,
         client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
@@ -238,6 +250,15 @@ impl OAuth {
             .map_err(OAuthError::RateLimited)?;
         let client = client_auth::authenticate(&self.clients, &parts.headers, &form)
             .await
+            .and_then(|c| {
+                if c.public && !endpoint.serves_public_clients() {
+                    return Err(OAuthError::InvalidClient {
+                        basic: false,
+                        reason: format!("public client {} at the {endpoint:?} endpoint", c.id),
+                    });
+                }
+                Ok(c)
+            })
             .inspect_err(|e| {
                 if matches!(e, OAuthError::InvalidClient { .. }) {
                     self.client_failures.failed(&claimed, client_ip);

@@ -11,6 +11,20 @@ use argon2::Argon2;
 pub const DUMMY_HASH: &str =
     "$argon2id$v=19$m=19456,t=2,p=1$j0hxHWUrwFIZv1gkrCvXKQ$IKjEOFmQvshHBD/F6tHpkvZXJI+kiK4jZ/CtiALVNIU";
 
+/// The shortest password a user may be given: by `authgate user add`, `user passwd`,
+/// `user hash-password` and `[[user]] password_env` alike.
+pub const MIN_PASSWORD_LEN: usize = 8;
+
+/// Checks a new password against [`MIN_PASSWORD_LEN`] (in bytes).
+pub fn check_new(password: &str) -> Result<(), String> {
+    if password.len() < MIN_PASSWORD_LEN {
+        return Err(format!(
+            "the password must have at least {MIN_PASSWORD_LEN} characters"
+        ));
+    }
+    Ok(())
+}
+
 /// Hashes `password` with a random salt.
 pub fn hash(password: &str) -> Result<String, String> {
     let mut salt = [0u8; 16];

@@ -15,7 +15,9 @@ impl OAuth {
         client_ip: std::net::IpAddr,
         client_id: &mut Option<String>,
     ) -> Result<Response<Body>, OAuthError> {
-        let (form, client) = self.authenticated_form(req, client_ip, client_id).await?;
+        let (form, client) = self
+            .authenticated_form(super::Endpoint::Token, req, client_ip, client_id)
+            .await?;
         let grant_type = match form.get("grant_type") {
             Some(g) => g,
             None if client.relaxed_parameters && form.get("code").is_some() => "authorization_code",

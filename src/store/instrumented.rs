@@ -85,7 +85,7 @@ timed! {
     set_user_password(name: &str, password_hash: &str) -> bool;
     delete_user(name: &str, now: i64) -> bool;
     insert_code(code: &CodeRecord) -> ();
-    redeem_code(hash: &TokenHash, now: i64) -> Redeem;
+    redeem_code(hash: &TokenHash, now: i64, check: CodeCheck<'_>) -> Redeem;
     code_replayed(hash: &TokenHash) -> bool;
     revocations_since(seq: Option<i64>) -> (i64, Vec<Revocation>);
     sweep(before: i64, log_before: i64, batch: u32) -> Option<u64>;

@@ -157,6 +157,15 @@ pub struct CodeRecord {
     pub device_id: Option<String>,
 }
 
+impl CodeRecord {
+    /// The `redirect_uri` the authorization request carried; `None` when it had none
+    /// (stored as an empty string), so the token request need not repeat it (RFC 6749
+    /// §4.1.3).
+    pub fn requested_redirect_uri(&self) -> Option<&str> {
+        Some(self.redirect_uri.as_str()).filter(|u| !u.is_empty())
+    }
+}
+
 /// Result of redeeming a code.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Redeem {
@@ -164,9 +173,25 @@ pub enum Redeem {
     Fresh(Box<CodeRecord>),
     /// Already used: a replay. Every token issued from it was revoked (RFC 6749 §4.1.2).
     Replayed { family: String },
+    /// The caller's check refused the code; it was spent only if the refusal said
+    /// [`CodeRefusal::Burn`]. Nothing was revoked.
+    Refused(CodeRefusal),
     /// Unknown or expired.
     Invalid,
 }
+
+/// What the check passed to [`Store::redeem_code`] decided about a code it refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodeRefusal {
+    /// Leave the code as it was: whoever presented it may not spend it.
+    Keep,
+    /// Spend the code without issuing anything: its owner got the exchange wrong.
+    Burn,
+}
+
+/// The check [`Store::redeem_code`] runs on a code inside its transaction, before it
+/// is spent or a replay revokes anything.
+pub type CodeCheck<'a> = &'a (dyn Fn(&CodeRecord) -> Result<(), CodeRefusal> + Sync);
 
 /// One entry of the revocation log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,8 +291,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores a new authorization code.
     async fn insert_code(&self, code: &CodeRecord) -> Result<(), StoreError>;
     /// Spends a code atomically (see [`Redeem`]); on a replay, revokes its family and
-    /// marks the code replayed.
-    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError>;
+    /// marks the code replayed. `check` (who presents the code, and how) runs first, in
+    /// the same transaction: a code it refuses is neither spent (unless it says
+    /// [`CodeRefusal::Burn`]) nor counted as replayed. It must depend on the record
+    /// alone: a backend that retries the transaction runs it again.
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        check: CodeCheck<'_>,
+    ) -> Result<Redeem, StoreError>;
     /// Whether a spent code has been presented again since.
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError>;
 

@@ -874,7 +874,12 @@ impl Store for PgStore {
         retry::retry("insert_code", move || self.insert_code_once(c)).await
     }
 
-    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        check: super::CodeCheck<'_>,
+    ) -> Result<Redeem, StoreError> {
         let mut tx = self.pool.begin().await?;
         let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = $1 FOR UPDATE")
             .bind(&hash.0[..])
@@ -885,6 +890,18 @@ impl Store for PgStore {
         };
         let code = rows::code(&row)?;
         let used_at: Option<i64> = row.try_get("used_at")?;
+        // Before anything else: a code the check refuses is no replay and not spent.
+        if let Err(refusal) = check(&code) {
+            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
+                sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
+                    .bind(now)
+                    .bind(&hash.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            return Ok(Redeem::Refused(refusal));
+        }
         if used_at.is_some() {
             sqlx::query("UPDATE codes SET replayed_at = $1 WHERE hash = $2")
                 .bind(now)

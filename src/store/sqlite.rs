@@ -748,7 +748,12 @@ impl Store for SqliteStore {
         retry::retry("insert_code", move || self.insert_code_once(c)).await
     }
 
-    async fn redeem_code(&self, hash: &TokenHash, now: i64) -> Result<Redeem, StoreError> {
+    async fn redeem_code(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        check: super::CodeCheck<'_>,
+    ) -> Result<Redeem, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = ?")
             .bind(&hash.0[..])
@@ -759,6 +764,18 @@ impl Store for SqliteStore {
         };
         let code = rows::code(&row)?;
         let used_at: Option<i64> = row.try_get("used_at")?;
+        // Before anything else: a code the check refuses is no replay and not spent.
+        if let Err(refusal) = check(&code) {
+            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
+                sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
+                    .bind(now)
+                    .bind(&hash.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            return Ok(Redeem::Refused(refusal));
+        }
         if used_at.is_some() {
             sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
                 .bind(now)

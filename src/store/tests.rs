@@ -368,6 +368,11 @@ async fn postgres_codes_are_one_use_and_a_replay_revokes_their_tokens() {
     codes(store).await;
 }
 
+/// Accepts every code.
+fn any_code(_: &CodeRecord) -> Result<(), CodeRefusal> {
+    Ok(())
+}
+
 async fn codes(store: std::sync::Arc<dyn Store>) {
     let code = CodeRecord {
         hash: token::hash("code-1"),
@@ -382,17 +387,37 @@ async fn codes(store: std::sync::Arc<dyn Store>) {
         device_id: Some("till-2".into()),
     };
     store.insert_code(&code).await.unwrap();
+    // The check sees the code; refused with Keep, the code stays as it was.
+    let keep = |c: &CodeRecord| {
+        assert_eq!(c, &code);
+        Err(CodeRefusal::Keep)
+    };
     assert_eq!(
-        store.redeem_code(&code.hash, 100).await.unwrap(),
+        store.redeem_code(&code.hash, 99, &keep).await.unwrap(),
+        Redeem::Refused(CodeRefusal::Keep)
+    );
+    assert_eq!(
+        store.redeem_code(&code.hash, 100, &any_code).await.unwrap(),
         Redeem::Fresh(Box::new(code.clone()))
     );
     store
         .insert_tokens(&[record(TokenKind::Access, "from-code", "fc", None)])
         .await
         .unwrap();
-    assert!(!store.code_replayed(&code.hash).await.unwrap());
+    // A spent code presented by someone the check refuses: no replay, nothing revoked.
     assert_eq!(
-        store.redeem_code(&code.hash, 101).await.unwrap(),
+        store.redeem_code(&code.hash, 101, &keep).await.unwrap(),
+        Redeem::Refused(CodeRefusal::Keep)
+    );
+    assert!(!store.code_replayed(&code.hash).await.unwrap());
+    let t = store
+        .get_token(&token::hash("from-code"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.revoked_at, None);
+    assert_eq!(
+        store.redeem_code(&code.hash, 101, &any_code).await.unwrap(),
         Redeem::Replayed {
             family: "fc".into()
         }
@@ -405,8 +430,34 @@ async fn codes(store: std::sync::Arc<dyn Store>) {
         .unwrap();
     assert_eq!(t.revoked_at, Some(101));
     assert_eq!(
-        store.redeem_code(&token::hash("nope"), 1).await.unwrap(),
+        store
+            .redeem_code(&token::hash("nope"), 1, &any_code)
+            .await
+            .unwrap(),
         Redeem::Invalid
+    );
+    // Burn spends a fresh code without issuing: the next presentation is a replay.
+    let burnt = CodeRecord {
+        hash: token::hash("code-3"),
+        family: "fb".into(),
+        ..code.clone()
+    };
+    store.insert_code(&burnt).await.unwrap();
+    assert_eq!(
+        store
+            .redeem_code(&burnt.hash, 100, &|_| Err(CodeRefusal::Burn))
+            .await
+            .unwrap(),
+        Redeem::Refused(CodeRefusal::Burn)
+    );
+    assert_eq!(
+        store
+            .redeem_code(&burnt.hash, 101, &any_code)
+            .await
+            .unwrap(),
+        Redeem::Replayed {
+            family: "fb".into()
+        }
     );
     let late = CodeRecord {
         hash: token::hash("code-2"),
@@ -414,7 +465,7 @@ async fn codes(store: std::sync::Arc<dyn Store>) {
     };
     store.insert_code(&late).await.unwrap();
     assert_eq!(
-        store.redeem_code(&late.hash, 600).await.unwrap(),
+        store.redeem_code(&late.hash, 600, &any_code).await.unwrap(),
         Redeem::Invalid,
         "expired"
     );
@@ -467,7 +518,7 @@ async fn sweep(store: std::sync::Arc<dyn Store>) {
         assert!(store.get_token(&t.hash).await.unwrap().is_some());
     }
     assert_eq!(
-        store.redeem_code(&code.hash, 1).await.unwrap(),
+        store.redeem_code(&code.hash, 1, &any_code).await.unwrap(),
         Redeem::Invalid
     );
     let (_, log) = store.revocations_since(Some(0)).await.unwrap();
