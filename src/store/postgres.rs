@@ -695,6 +695,61 @@ impl PgStore {
     }
 }
 
+/// Single attempts of the writes that [`retry::retry`] repeats on a conflict.
+impl PgStore {
+    async fn redeem_code_once(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        check: super::CodeCheck<'_>,
+    ) -> Result<Redeem, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = $1 FOR UPDATE")
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Redeem::Invalid);
+        };
+        let code = rows::code(&row)?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        // Before anything else: a code the check refuses is no replay and not spent.
+        if let Err(refusal) = check(&code) {
+            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
+                sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
+                    .bind(now)
+                    .bind(&hash.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            return Ok(Redeem::Refused(refusal));
+        }
+        if used_at.is_some() {
+            sqlx::query("UPDATE codes SET replayed_at = $1 WHERE hash = $2")
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+            revoke_family_in(&mut tx, &code.family, now).await?;
+            tx.commit().await?;
+            return Ok(Redeem::Replayed {
+                family: code.family,
+            });
+        }
+        if now >= code.expires_at {
+            return Ok(Redeem::Invalid);
+        }
+        sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Redeem::Fresh(Box::new(code)))
+    }
+}
+
 #[async_trait]
 impl Store for PgStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -880,50 +935,10 @@ impl Store for PgStore {
         now: i64,
         check: super::CodeCheck<'_>,
     ) -> Result<Redeem, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = $1 FOR UPDATE")
-            .bind(&hash.0[..])
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(Redeem::Invalid);
-        };
-        let code = rows::code(&row)?;
-        let used_at: Option<i64> = row.try_get("used_at")?;
-        // Before anything else: a code the check refuses is no replay and not spent.
-        if let Err(refusal) = check(&code) {
-            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
-                sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
-                    .bind(now)
-                    .bind(&hash.0[..])
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-            return Ok(Redeem::Refused(refusal));
-        }
-        if used_at.is_some() {
-            sqlx::query("UPDATE codes SET replayed_at = $1 WHERE hash = $2")
-                .bind(now)
-                .bind(&hash.0[..])
-                .execute(&mut *tx)
-                .await?;
-            revoke_family_in(&mut tx, &code.family, now).await?;
-            tx.commit().await?;
-            return Ok(Redeem::Replayed {
-                family: code.family,
-            });
-        }
-        if now >= code.expires_at {
-            return Ok(Redeem::Invalid);
-        }
-        sqlx::query("UPDATE codes SET used_at = $1 WHERE hash = $2")
-            .bind(now)
-            .bind(&hash.0[..])
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Redeem::Fresh(Box::new(code)))
+        retry::retry("redeem_code", move || {
+            self.redeem_code_once(hash, now, check)
+        })
+        .await
     }
 
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {

@@ -572,6 +572,66 @@ impl SqliteStore {
     }
 }
 
+/// Single attempts of the writes that [`retry::retry`] repeats on a conflict.
+impl SqliteStore {
+    async fn redeem_code_once(
+        &self,
+        hash: &TokenHash,
+        now: i64,
+        check: super::CodeCheck<'_>,
+    ) -> Result<Redeem, StoreError> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = ?")
+            .bind(&hash.0[..])
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(Redeem::Invalid);
+        };
+        let code = rows::code(&row)?;
+        let used_at: Option<i64> = row.try_get("used_at")?;
+        // Before anything else: a code the check refuses is no replay and not spent.
+        if let Err(refusal) = check(&code) {
+            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
+                sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
+                    .bind(now)
+                    .bind(&hash.0[..])
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+            }
+            return Ok(Redeem::Refused(refusal));
+        }
+        if used_at.is_some() {
+            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
+                .bind(now)
+                .bind(&code.family)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE codes SET replayed_at = ? WHERE hash = ?")
+                .bind(now)
+                .bind(&hash.0[..])
+                .execute(&mut *tx)
+                .await?;
+            log_revocation(&mut tx, &Revocation::Family(code.family.clone()), now).await?;
+            tx.commit().await?;
+            return Ok(Redeem::Replayed {
+                family: code.family,
+            });
+        }
+        if now >= code.expires_at {
+            return Ok(Redeem::Invalid);
+        }
+        sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
+            .bind(now)
+            .bind(&hash.0[..])
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Redeem::Fresh(Box::new(code)))
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
@@ -754,55 +814,10 @@ impl Store for SqliteStore {
         now: i64,
         check: super::CodeCheck<'_>,
     ) -> Result<Redeem, StoreError> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let Some(row) = sqlx::query("SELECT * FROM codes WHERE hash = ?")
-            .bind(&hash.0[..])
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(Redeem::Invalid);
-        };
-        let code = rows::code(&row)?;
-        let used_at: Option<i64> = row.try_get("used_at")?;
-        // Before anything else: a code the check refuses is no replay and not spent.
-        if let Err(refusal) = check(&code) {
-            if refusal == super::CodeRefusal::Burn && used_at.is_none() {
-                sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
-                    .bind(now)
-                    .bind(&hash.0[..])
-                    .execute(&mut *tx)
-                    .await?;
-                tx.commit().await?;
-            }
-            return Ok(Redeem::Refused(refusal));
-        }
-        if used_at.is_some() {
-            sqlx::query("UPDATE tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL")
-                .bind(now)
-                .bind(&code.family)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query("UPDATE codes SET replayed_at = ? WHERE hash = ?")
-                .bind(now)
-                .bind(&hash.0[..])
-                .execute(&mut *tx)
-                .await?;
-            log_revocation(&mut tx, &Revocation::Family(code.family.clone()), now).await?;
-            tx.commit().await?;
-            return Ok(Redeem::Replayed {
-                family: code.family,
-            });
-        }
-        if now >= code.expires_at {
-            return Ok(Redeem::Invalid);
-        }
-        sqlx::query("UPDATE codes SET used_at = ? WHERE hash = ?")
-            .bind(now)
-            .bind(&hash.0[..])
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(Redeem::Fresh(Box::new(code)))
+        retry::retry("redeem_code", move || {
+            self.redeem_code_once(hash, now, check)
+        })
+        .await
     }
 
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError> {
