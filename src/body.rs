@@ -1,8 +1,11 @@
 //! Body types. Every response authgate produces has the body type [`Body`], so proxied
-//! upstream bodies and authgate's own JSON share one response type. Request bodies are
-//! streamed to the upstream through [`Limited`] (per-route size cap) and [`Deferred`]
-//! (so a connection failure can retry the same body on the next upstream).
+//! upstream bodies and authgate's own JSON share one response type. Every request body
+//! is [`Incoming`]: hyper's, [`Paced`] so a client that sends it too slowly is cut off,
+//! whoever reads it (forwarding, OAuth forms). Bodies are streamed to the upstream
+//! through [`Limited`] (per-route size cap) and [`Deferred`] (so a connection failure
+//! can retry the same body on the next upstream).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -12,6 +15,179 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+
+/// A request body as authgate reads it.
+pub type Incoming = Paced;
+
+/// How fast a request body must arrive (`server.body_read_timeout`,
+/// `server.body_min_rate`), as Apache's `mod_reqtimeout` counts it: no pause longer
+/// than `gap` between two pieces, and the whole body by `gap` + bytes / `min_rate`
+/// after reading began. A client trickling one byte every few seconds holds a
+/// connection for about `gap`, not forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pace {
+    pub gap: std::time::Duration,
+    /// Bytes per second on average; 0: no rate, only the gap.
+    pub min_rate: u64,
+}
+
+/// The error a [`Paced`] body yields once its client is too slow.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived too slowly")]
+pub struct TooSlow;
+
+/// A body left unread when its request was answered (an early 401, a refused form) is
+/// read and discarded, up to this many bytes…
+const DRAIN_MAX: u64 = 1024 * 1024;
+/// …for up to this long, before the stream is reset or the connection closed. Answering
+/// while the client is still sending makes hyper reset the HTTP/2 stream, and some
+/// clients (curl 7.88) then show no response at all; nginx drains too.
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// A request body (hyper's) that fails with [`TooSlow`] when it falls behind its
+/// [`Pace`], and that is drained when dropped unread. The clock starts at the first
+/// read, and a timer exists only while the client makes the reader wait, so a body
+/// that is already buffered costs nothing.
+pub struct Paced {
+    /// `None` only once handed to the drain task.
+    inner: Option<hyper::body::Incoming>,
+    pace: Pace,
+    started: Option<tokio::time::Instant>,
+    last: Option<tokio::time::Instant>,
+    seen: u64,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// It fell behind its pace: not worth draining.
+    too_slow: bool,
+}
+
+impl Paced {
+    /// Wraps `inner`.
+    pub fn new(inner: hyper::body::Incoming, pace: Pace) -> Paced {
+        Paced {
+            inner: Some(inner),
+            pace,
+            started: None,
+            last: None,
+            seen: 0,
+            timer: None,
+            too_slow: false,
+        }
+    }
+
+    fn deadline(&self, started: tokio::time::Instant) -> tokio::time::Instant {
+        let mut deadline = self.last.unwrap_or(started) + self.pace.gap;
+        if self.pace.min_rate > 0 {
+            let earned =
+                std::time::Duration::from_secs_f64(self.seen as f64 / self.pace.min_rate as f64);
+            deadline = deadline.min(started + self.pace.gap + earned);
+        }
+        deadline
+    }
+}
+
+impl http_body::Body for Paced {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let started = *this.started.get_or_insert_with(tokio::time::Instant::now);
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.seen += data.len() as u64;
+                    this.last = Some(tokio::time::Instant::now());
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                let deadline = this.deadline(started);
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => {
+                        this.too_slow = true;
+                        Poll::Ready(Some(Err(TooSlow.into())))
+                    }
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner
+            .as_ref()
+            .is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint)
+    }
+}
+
+impl Drop for Paced {
+    fn drop(&mut self) {
+        let Some(body) = self.inner.take() else {
+            return;
+        };
+        if self.too_slow
+            || http_body::Body::is_end_stream(&body)
+            || http_body::Body::size_hint(&body).lower() > DRAIN_MAX.saturating_sub(self.seen)
+        {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let budget = DRAIN_MAX.saturating_sub(self.seen);
+        runtime.spawn(drain(body, budget));
+    }
+}
+
+/// Reads and discards `body`, at most `budget` bytes within [`DRAIN_TIME`]; dropping it
+/// then resets the stream (HTTP/2) or closes the connection (HTTP/1.1).
+async fn drain(mut body: hyper::body::Incoming, mut budget: u64) {
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            if let Some(data) = frame.data_ref() {
+                let n = data.len() as u64;
+                if n > budget {
+                    return;
+                }
+                budget -= n;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+}
+
+/// Whether `e`, or an error it wraps, is a [`TooSlow`].
+pub fn is_too_slow(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(e);
+    while let Some(err) = next {
+        if err.is::<TooSlow>() {
+            return true;
+        }
+        next = err.source();
+    }
+    false
+}
 
 /// The error type carried by bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;

@@ -54,6 +54,8 @@ impl Protocol {
 /// one for plain HTTP, and hyper's own for one protocol (hyper-util's `http1_only` does
 /// nothing for connections with upgrades, which WebSocket needs).
 pub struct Builders {
+    /// How fast request bodies must arrive.
+    pace: crate::body::Pace,
     sniffed: auto::Builder<TokioExecutor>,
     http1: hyper::server::conn::http1::Builder,
     http2: hyper::server::conn::http2::Builder<TokioExecutor>,
@@ -95,6 +97,10 @@ impl Builders {
             .max_header_list_size(header_list)
             .max_pending_accept_reset_streams(Some(64));
         Builders {
+            pace: crate::body::Pace {
+                gap: s.body_read_timeout,
+                min_rate: s.body_min_rate,
+            },
             sniffed,
             http1,
             http2,
@@ -144,10 +150,12 @@ pub async fn serve<I>(
     let peer = info.peer;
     let info = Arc::new(info);
     let requests = activity.clone();
-    let svc = service_fn(move |req| {
+    let pace = builders.pace;
+    let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
         let gateway = gateway.clone();
         let info = info.clone();
         let in_flight = requests.request_started();
+        let req = req.map(|body| crate::body::Paced::new(body, pace));
         async move {
             let resp = gateway.handle(req, &info).await;
             // In flight until hyper has sent the whole body and drops it.

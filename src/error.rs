@@ -31,6 +31,10 @@ pub enum GatewayError {
     HeadersTooLarge { size: usize, limit: usize },
     #[error("request body is over the {limit} byte limit")]
     BodyTooLarge { limit: u64 },
+    /// The client sent its body slower than `server.body_read_timeout` /
+    /// `server.body_min_rate` allow.
+    #[error("request body too slow")]
+    BodyTimeout,
     #[error("bad request: {0}")]
     BadRequest(&'static str),
     #[error("upstream {upstream} unreachable: {reason}")]
@@ -87,6 +91,7 @@ impl GatewayError {
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
@@ -121,7 +126,9 @@ impl GatewayError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            GatewayError::HeadersTooLarge { .. } | GatewayError::BodyTooLarge { .. }
+            GatewayError::HeadersTooLarge { .. }
+                | GatewayError::BodyTooLarge { .. }
+                | GatewayError::BodyTimeout
         )
     }
 
@@ -141,6 +148,7 @@ impl GatewayError {
             GatewayError::NoRoute => "not_found",
             GatewayError::HeadersTooLarge { .. } => "request_header_fields_too_large",
             GatewayError::BodyTooLarge { .. } => "request_entity_too_large",
+            GatewayError::BodyTimeout => "request_timeout",
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::UpstreamUnreachable { .. } | GatewayError::UpstreamFailed { .. } => {
                 "bad_gateway"
@@ -168,6 +176,7 @@ impl GatewayError {
             GatewayError::BodyTooLarge { limit } => {
                 format!("request body exceeds the limit of {limit} bytes")
             }
+            GatewayError::BodyTimeout => "the request body did not arrive in time".into(),
             GatewayError::BadRequest(why) => (*why).to_owned(),
             GatewayError::UpstreamUnreachable { .. } => {
                 "the upstream service could not be reached".into()

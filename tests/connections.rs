@@ -138,3 +138,171 @@ async fn an_http2_preface_is_refused_where_alpn_chose_http1() {
     );
     assert_eq!(up.hits(), 0);
 }
+
+/// Sends `head`, then one body byte every `every` until the server answers; returns the
+/// answer (empty if the server only closed).
+async fn trickle<S>(mut stream: S, head: &str, every: Duration) -> String
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a trickled body kept the connection open"
+        );
+        match tokio::time::timeout(every, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return String::from_utf8_lossy(&out).into_owned(),
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+            Err(_) if out.is_empty() => {
+                // Still waiting: one more byte of the body.
+                if stream.write_all(b"x").await.is_err() {
+                    return String::new();
+                }
+            }
+            Err(_) => return String::from_utf8_lossy(&out).into_owned(),
+        }
+    }
+}
+
+const PACE: &str = "http_mode = \"serve\"\nbody_read_timeout = \"400ms\"\nbody_min_rate = 1000";
+
+#[tokio::test]
+async fn a_trickled_body_to_a_route_is_cut_off_with_408() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(PACE, "", &route("/", &up.url(), "")).await;
+    let tcp = tokio::net::TcpStream::connect(gate.http.unwrap())
+        .await
+        .unwrap();
+    // One byte every 100 ms: never a 400 ms pause, but far below 1000 bytes/s.
+    let resp = trickle(
+        tcp,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n",
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    assert!(resp.contains("request_timeout"), "{resp}");
+    // A body that stops altogether is cut off after the gap.
+    let tcp = tokio::net::TcpStream::connect(gate.http.unwrap())
+        .await
+        .unwrap();
+    let resp = trickle(
+        tcp,
+        "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab",
+        LIMIT,
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
+    // A body sent at a normal pace is unaffected.
+    let resp = gate
+        .client()
+        .post(gate.url("/upload"))
+        .body(vec![0u8; 200_000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}
+
+#[tokio::test]
+async fn a_trickled_body_to_the_token_endpoint_is_cut_off() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        PACE,
+        "",
+        &format!(
+            "[[client]]\nid = \"c\"\nsecret = \"s\"\n{}",
+            route("/", &up.url(), "")
+        ),
+    )
+    .await;
+    let tls = gate
+        .tls_connect(&[&rustls::version::TLS13], &[b"http/1.1"])
+        .await;
+    let resp = trickle(
+        tls,
+        "POST /oauth/token HTTP/1.1\r\nHost: localhost\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 5000\r\n\r\ng",
+        Duration::from_millis(100),
+    )
+    .await;
+    assert!(resp.starts_with("HTTP/1.1 4"), "{resp}");
+}
+
+/// Runs the machine's curl; returns its exit status and what `-w` printed.
+fn curl(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-sk",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl is installed (scripts/test installs it)");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn early_answers_reach_curl_over_http2() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"",
+        "",
+        &format!(
+            "[[client]]\nid = \"c\"\nsecret = \"s\"\n[[route]]\npath = \"/links\"\nupstream = \"{}\"\nperimeter = \"links\"\n",
+            up.url()
+        ),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    std::fs::write(&body, vec![b'a'; 100_000]).unwrap();
+    let data = format!("@{}", body.display());
+    let route = format!("https://localhost:{}/links/1", gate.https.port());
+    let token = format!("https://localhost:{}/oauth/token", gate.https.port());
+    let tries = tokio::task::spawn_blocking(move || {
+        let mut seen = Vec::new();
+        for _ in 0..15 {
+            // Refused before the body is read: no token.
+            seen.push(curl(&[
+                "--http2",
+                "-X",
+                "POST",
+                "--data-binary",
+                &data,
+                &route,
+            ]));
+            // hubiC's "JSON is refused" request.
+            seen.push(curl(&[
+                "--http2",
+                "-u",
+                "c:s",
+                "-H",
+                "content-type: application/json",
+                "--data-binary",
+                "{\"grant_type\":\"client_credentials\"}",
+                &token,
+            ]));
+        }
+        seen
+    })
+    .await
+    .unwrap();
+    for (i, (code, status)) in tries.iter().enumerate() {
+        let want = if i % 2 == 0 { "401" } else { "400" };
+        assert_eq!((*code, status.as_str()), (0, want), "try {i}: {tries:?}");
+    }
+    assert_eq!(up.hits(), 0);
+}

@@ -134,6 +134,10 @@ pub struct ServerConfig {
     pub underscores_in_headers: bool,
     /// A WebSocket tunnel with no byte either way for this long is closed.
     pub websocket_idle_timeout: Duration,
+    /// The longest pause between two pieces of a request body.
+    pub body_read_timeout: Duration,
+    /// Bytes per second a request body must average after `body_read_timeout` (0: off).
+    pub body_min_rate: u64,
 }
 
 /// `[tls]`.
@@ -409,6 +413,12 @@ impl Config {
                 s.websocket_idle_timeout.as_deref(),
                 "5m",
             )?,
+            body_read_timeout: v.duration(
+                "server.body_read_timeout",
+                s.body_read_timeout.as_deref(),
+                "30s",
+            )?,
+            body_min_rate: s.body_min_rate.unwrap_or(1024),
         };
 
         let hsts = v.hsts(raw.tls.hsts.as_deref())?;

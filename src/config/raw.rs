@@ -154,6 +154,8 @@ pub struct RawServer {
     pub underscores_in_headers: Option<bool>,
     pub max_connections_per_ip: Option<u32>,
     pub websocket_idle_timeout: Option<String>,
+    pub body_read_timeout: Option<String>,
+    pub body_min_rate: Option<u64>,
 }
 
 /// `[tls]`: server certificates and HSTS.

@@ -10,7 +10,7 @@ use http::header::{self, HeaderValue};
 use http::uri::{PathAndQuery, Uri};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::Incoming as UpstreamBody;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -118,7 +118,7 @@ impl Upstreams {
     pub async fn forward(
         &self,
         route: &Route,
-        mut req: Request<Incoming>,
+        mut req: Request<body::Incoming>,
         client: &ClientView<'_>,
         conn: &ConnInfo,
         upstream_used: &mut Option<usize>,
@@ -211,6 +211,10 @@ impl Upstreams {
                     if watch.too_large() {
                         return Err(GatewayError::BodyTooLarge { limit });
                     }
+                    if body::is_too_slow(&e) {
+                        tracing::info!(upstream = %target, "request body too slow; upstream request aborted");
+                        return Err(GatewayError::BodyTimeout);
+                    }
                     // The client's body failed mid-way (bad chunked framing, cut off):
                     // its fault, and the upstream saw an aborted request, never a
                     // complete one (hyper ends the upstream connection or stream).
@@ -252,7 +256,7 @@ impl Upstreams {
     /// (502), never a raw connection past the gateway.
     fn respond(
         &self,
-        mut resp: Response<Incoming>,
+        mut resp: Response<UpstreamBody>,
         upgrade: Option<(
             hyper::upgrade::OnUpgrade,
             &HeaderValue,

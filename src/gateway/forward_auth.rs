@@ -95,7 +95,7 @@ fn original<B>(req: &Request<B>, family: OriginalHeaders) -> Result<Original, Ga
 pub(super) async fn verify(
     gateway: &Gateway,
     snap: &Snapshot,
-    req: &Request<hyper::body::Incoming>,
+    req: &Request<crate::body::Incoming>,
     client_ip: IpAddr,
     ctx: &mut RequestCtx,
 ) -> Result<Response<Body>, GatewayError> {

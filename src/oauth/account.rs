@@ -9,11 +9,11 @@
 
 use std::fmt;
 
+use crate::body::Incoming;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 

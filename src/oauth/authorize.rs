@@ -12,10 +12,10 @@
 
 use std::sync::Arc;
 
+use crate::body::Incoming;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::client::{Client, GrantType, OOB};
 use super::form::{printable, Form, MAX_FORM_BYTES};

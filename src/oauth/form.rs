@@ -2,11 +2,11 @@
 //! that content type only (a JSON body is refused, as hubiC documents), a size cap, and
 //! no repeated parameter (RFC 6749 §3.2). Empty values count as absent (RFC 6749 §3.1).
 
+use crate::body::Incoming;
 use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{Method, Request};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 
 use super::error::OAuthError;
 

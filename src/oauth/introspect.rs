@@ -2,8 +2,8 @@
 //! anything else (unknown, expired, revoked, malformed, another client's) is
 //! `{"active": false}`, so the endpoint leaks nothing about other clients.
 
+use crate::body::Incoming;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::{json_no_store, OAuth, OAuthError};
 use crate::body::Body;

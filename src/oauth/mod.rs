@@ -24,9 +24,9 @@ mod users;
 
 use std::sync::Arc;
 
+use crate::body::Incoming;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use crate::body::{self, Body};
 use crate::config::OAuthConfig;

@@ -2,8 +2,8 @@
 //! 200 whether or not the token was known (§2.2), so it reveals nothing; revoking a
 //! refresh token also revokes the access tokens issued with it.
 
+use crate::body::Incoming;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::{json_no_store, OAuth, OAuthError};
 use crate::body::Body;

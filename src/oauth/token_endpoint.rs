@@ -1,7 +1,7 @@
 //! `POST /oauth/token` (and every alias in `oauth.token_paths`).
 
+use crate::body::Incoming;
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 
 use super::client::GrantType;
 use super::grants::Issued;
