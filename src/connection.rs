@@ -231,6 +231,7 @@ pub struct Activity {
     last_byte_ms: AtomicU64,
     last_request_ms: AtomicU64,
     in_flight: AtomicUsize,
+    started: AtomicU64,
 }
 
 impl Activity {
@@ -241,6 +242,7 @@ impl Activity {
             last_byte_ms: AtomicU64::new(0),
             last_request_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            started: AtomicU64::new(0),
         })
     }
 
@@ -252,8 +254,15 @@ impl Activity {
         self.last_byte_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    fn request_started(self: &Arc<Self>) -> InFlight {
+    /// Requests of this connection handed to the gateway so far.
+    pub(crate) fn requests_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request until the returned guard drops (its response body was sent).
+    pub(crate) fn request_started(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
         InFlight(self.clone())
     }
@@ -274,7 +283,7 @@ impl Activity {
 }
 
 /// One request in flight on a connection.
-struct InFlight(Arc<Activity>);
+pub(crate) struct InFlight(Arc<Activity>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {

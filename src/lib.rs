@@ -12,6 +12,7 @@
 //! | [`server`]        | listeners, accept loop, connection limits, graceful drain           |
 //! | [`conn_limit`]    | open connections per client address (`max_connections_per_ip`)     |
 //! | [`connection`]    | one connection: protocol by ALPN, idle and stall timeouts           |
+//! | [`parse_errors`]  | HSTS on hyper's own answers to unparseable requests (HTTPS, h1)     |
 //! | [`tls`]           | certificates → rustls `ServerConfig` (SNI, ALPN h2 + http/1.1)      |
 //! | [`gateway`]       | `handle()`: the per-request phases, read top to bottom              |
 //! | [`oauth`]         | token, revocation, introspection, metadata endpoints; clients        |
@@ -47,6 +48,7 @@ pub mod health;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;
+pub mod parse_errors;
 pub mod ratelimit;
 pub mod reload;
 pub mod request_id;

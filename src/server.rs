@@ -23,6 +23,7 @@ use crate::config::{Config, HttpMode, TlsConfig};
 use crate::conn_limit::PerIp;
 use crate::connection::{self, Activity, Builders, Protocol, Tracked};
 use crate::gateway::{ConnInfo, ConnSlot, Gateway, Listener};
+use crate::parse_errors::WithHsts;
 use crate::workers::Workers;
 
 /// Why the server could not start.
@@ -467,17 +468,34 @@ async fn accept_loop(
                             // ALPN decides: an HTTP/2 preface on a connection that agreed
                             // on http/1.1 is refused, not sniffed.
                             let protocol = Protocol::for_alpn(stream.get_ref().1.alpn_protocol());
-                            connection::serve(
-                                stream,
-                                protocol,
-                                info,
-                                gateway,
-                                builders,
-                                stop,
-                                activity,
-                                idle_timeout,
-                            )
-                            .await
+                            if protocol == Protocol::Http1 {
+                                // hyper's own 400/431 answers get HSTS too.
+                                let hsts = gateway.config().hsts.clone();
+                                let stream = WithHsts::new(stream, &hsts, activity.clone());
+                                connection::serve(
+                                    stream,
+                                    protocol,
+                                    info,
+                                    gateway,
+                                    builders,
+                                    stop,
+                                    activity,
+                                    idle_timeout,
+                                )
+                                .await
+                            } else {
+                                connection::serve(
+                                    stream,
+                                    protocol,
+                                    info,
+                                    gateway,
+                                    builders,
+                                    stop,
+                                    activity,
+                                    idle_timeout,
+                                )
+                                .await
+                            }
                         }
                         Ok(Err(e)) => {
                             gateway.metrics().tls_handshake_failures.inc();

@@ -306,3 +306,60 @@ async fn early_answers_reach_curl_over_http2() {
     }
     assert_eq!(up.hits(), 0);
 }
+
+#[tokio::test]
+async fn hypers_own_error_answers_carry_hsts() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nmax_header_bytes = 2048",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let huge = "a".repeat(500 * 1024);
+    for (what, request) in [
+        (
+            "NUL in a header",
+            "GET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n".to_string(),
+        ),
+        (
+            "bad request line",
+            "GET  / HTTP/1.1\r\nHost: x\r\n\r\n".to_string(),
+        ),
+        (
+            "head past the parser's buffer",
+            format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\n\r\n"),
+        ),
+    ] {
+        let mut tls = gate
+            .tls_connect(&[&rustls::version::TLS13], &[b"http/1.1"])
+            .await;
+        let _ = tls.write_all(request.as_bytes()).await;
+        let mut out = Vec::new();
+        let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut out)).await;
+        let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 4"), "{what}: {text}");
+        assert!(
+            text.contains("strict-transport-security: max-age="),
+            "{what}: {text}"
+        );
+    }
+    // A request after a served one on the same connection: still hyper's, still HSTS.
+    let mut tls = gate
+        .tls_connect(&[&rustls::version::TLS13], &[b"http/1.1"])
+        .await;
+    tls.write_all(
+        b"GET /x HTTP/1.1\r\nHost: x\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\nX-Bad: a\0b\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(LIMIT, tls.read_to_end(&mut out)).await;
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    assert_eq!(
+        text.matches("strict-transport-security").count(),
+        2,
+        "{text}"
+    );
+    assert!(text.contains("http/1.1 400"), "{text}");
+}
