@@ -133,20 +133,40 @@ where
     }
 }
 
-/// Serves `io` until the peer closes, the connection idles or stalls, or shutdown.
-#[allow(clippy::too_many_arguments)]
-pub async fn serve<I>(
-    io: I,
-    protocol: Protocol,
-    info: ConnInfo,
-    gateway: Arc<Gateway>,
-    builders: Arc<Builders>,
-    mut stop: watch::Receiver<bool>,
-    activity: Arc<Activity>,
-    idle_timeout: Duration,
-) where
+/// One accepted connection and what serving it needs.
+pub struct Conn {
+    pub info: ConnInfo,
+    pub gateway: Arc<Gateway>,
+    pub builders: Arc<Builders>,
+    /// Changes when the server shuts down.
+    pub stop: watch::Receiver<bool>,
+    pub activity: Arc<Activity>,
+    pub idle_timeout: Duration,
+}
+
+impl Conn {
+    /// Serves `io` with `protocol` until the peer closes, the connection idles or
+    /// stalls, or shutdown.
+    pub async fn serve<I>(self, io: I, protocol: Protocol)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        serve(io, protocol, self).await
+    }
+}
+
+async fn serve<I>(io: I, protocol: Protocol, conn: Conn)
+where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let Conn {
+        info,
+        gateway,
+        builders,
+        mut stop,
+        activity,
+        idle_timeout,
+    } = conn;
     let peer = info.peer;
     let info = Arc::new(info);
     let requests = activity.clone();

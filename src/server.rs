@@ -447,62 +447,34 @@ async fn accept_loop(
                 inner: tcp,
                 activity: activity.clone(),
             };
+            let conn = connection::Conn {
+                info,
+                gateway,
+                builders,
+                stop,
+                activity,
+                idle_timeout,
+            };
             match tls {
-                None => {
-                    let protocol = Protocol::Sniffed;
-                    connection::serve(
-                        io,
-                        protocol,
-                        info,
-                        gateway,
-                        builders,
-                        stop,
-                        activity,
-                        idle_timeout,
-                    )
-                    .await
-                }
+                None => conn.serve(io, Protocol::Sniffed).await,
                 Some((acceptor, hs_timeout)) => {
                     match tokio::time::timeout(hs_timeout, acceptor.accept(io)).await {
                         Ok(Ok(stream)) => {
                             // ALPN decides: an HTTP/2 preface on a connection that agreed
                             // on http/1.1 is refused, not sniffed.
                             let protocol = Protocol::for_alpn(stream.get_ref().1.alpn_protocol());
-                            if protocol == Protocol::Http1 {
-                                // hyper's own 400/431 answers get HSTS too.
-                                let hsts = gateway.config().hsts.clone();
-                                let stream = WithHsts::new(stream, &hsts, activity.clone());
-                                connection::serve(
-                                    stream,
-                                    protocol,
-                                    info,
-                                    gateway,
-                                    builders,
-                                    stop,
-                                    activity,
-                                    idle_timeout,
-                                )
-                                .await
-                            } else {
-                                connection::serve(
-                                    stream,
-                                    protocol,
-                                    info,
-                                    gateway,
-                                    builders,
-                                    stop,
-                                    activity,
-                                    idle_timeout,
-                                )
-                                .await
-                            }
+                            // hyper's own 400/431 answers get HSTS too (on HTTP/2 no
+                            // write starts with a status line, so nothing is touched).
+                            let hsts = conn.gateway.config().hsts.clone();
+                            let stream = WithHsts::new(stream, &hsts, conn.activity.clone());
+                            conn.serve(stream, protocol).await
                         }
                         Ok(Err(e)) => {
-                            gateway.metrics().tls_handshake_failures.inc();
+                            conn.gateway.metrics().tls_handshake_failures.inc();
                             tracing::debug!(%peer, error = %e, "TLS handshake failed")
                         }
                         Err(_) => {
-                            gateway.metrics().tls_handshake_failures.inc();
+                            conn.gateway.metrics().tls_handshake_failures.inc();
                             tracing::debug!(%peer, "TLS handshake timed out")
                         }
                     }
