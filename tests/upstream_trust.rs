@@ -643,3 +643,16 @@ async fn health_probes_need_no_host() {
     let resp = raw(&gate, "GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     assert_eq!(status(&resp), 200, "{resp}");
 }
+
+#[tokio::test]
+async fn connect_and_trace_are_refused() {
+    let (gate, up) = setup("").await;
+    for request in [
+        "CONNECT upstream.example:443 HTTP/1.1\r\nHost: upstream.example:443\r\nConnection: close\r\n\r\n",
+        "TRACE /public/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    ] {
+        let resp = raw(&gate, request).await;
+        assert_eq!(status(&resp), 405, "{resp}");
+    }
+    assert_eq!(up.hits(), 0);
+}

@@ -447,6 +447,11 @@ impl Gateway {
         }
         // One valid Host (or `:authority`) before anything reads it (RFC 9112 §3.2).
         host::request_host(req.uri(), req.headers(), req.version())?;
+        // A gateway is no forward proxy: CONNECT would ask an upstream for a tunnel, and
+        // TRACE echoes the request (credentials included) back to a script.
+        if req.method() == Method::CONNECT || req.method() == Method::TRACE {
+            return Err(GatewayError::MethodNotAllowed);
+        }
         // Metrics on the main listeners, to `metrics.allow` only; for anyone else the
         // path is routed like any other.
         let m = &snap.config.metrics;
