@@ -31,6 +31,44 @@ pub struct Pace {
     pub min_rate: u64,
 }
 
+/// When a connection last made progress on a request: a body frame read from the
+/// client or handed to hyper for the client (see [`crate::connection`]). Socket bytes
+/// do not count: HTTP/2 PINGs and empty TLS records move bytes without moving a
+/// request, so a peer that stops reading its response cannot hide behind them.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Progress {
+    /// Progress made now.
+    pub fn new() -> Progress {
+        Progress {
+            epoch: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// Records progress now.
+    pub fn touch(&self) {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.last_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// How long since the last progress.
+    pub fn quiet_for(&self) -> std::time::Duration {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        std::time::Duration::from_millis(now.saturating_sub(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+impl Default for Progress {
+    fn default() -> Progress {
+        Progress::new()
+    }
+}
+
 /// The error a [`Paced`] body yields once its client is too slow.
 #[derive(Debug, thiserror::Error)]
 #[error("the request body arrived too slowly")]
@@ -45,43 +83,57 @@ const DRAIN_MAX: u64 = 1024 * 1024;
 const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A request body (hyper's) that fails with [`TooSlow`] when it falls behind its
-/// [`Pace`], and that is drained when dropped unread. The clock starts at the first
-/// read, and a timer exists only while the client makes the reader wait, so a body
+/// [`Pace`], and that is drained when dropped unread. Only time spent waiting for the
+/// client counts (a reader that pauses, such as a slow upstream, is not the client's
+/// fault), and a timer exists only while the client makes the reader wait, so a body
 /// that is already buffered costs nothing.
 pub struct Paced {
     /// `None` only once handed to the drain task.
     inner: Option<hyper::body::Incoming>,
     pace: Pace,
-    started: Option<tokio::time::Instant>,
-    last: Option<tokio::time::Instant>,
+    progress: std::sync::Arc<Progress>,
+    /// When the current wait for the client began.
+    waiting_since: Option<tokio::time::Instant>,
+    /// Time spent waiting for the client before the current wait.
+    waited: std::time::Duration,
     seen: u64,
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// It fell behind its pace: not worth draining.
     too_slow: bool,
+    /// The client sent its end: nothing left to drain.
+    done: bool,
 }
 
 impl Paced {
-    /// Wraps `inner`.
-    pub fn new(inner: hyper::body::Incoming, pace: Pace) -> Paced {
+    /// Wraps `inner`; frames read are progress of the connection's `progress`.
+    pub fn new(
+        inner: hyper::body::Incoming,
+        pace: Pace,
+        progress: std::sync::Arc<Progress>,
+    ) -> Paced {
         Paced {
             inner: Some(inner),
             pace,
-            started: None,
-            last: None,
+            progress,
+            waiting_since: None,
+            waited: std::time::Duration::ZERO,
             seen: 0,
             timer: None,
             too_slow: false,
+            done: false,
         }
     }
 
-    fn deadline(&self, started: tokio::time::Instant) -> tokio::time::Instant {
-        let mut deadline = self.last.unwrap_or(started) + self.pace.gap;
+    /// When the current wait (begun at `since`) runs out: no single wait longer than
+    /// the gap, and all waiting within the gap plus what the bytes so far earned.
+    fn deadline(&self, since: tokio::time::Instant) -> tokio::time::Instant {
+        let mut allowed = self.pace.gap;
         if self.pace.min_rate > 0 {
             let earned =
                 std::time::Duration::from_secs_f64(self.seen as f64 / self.pace.min_rate as f64);
-            deadline = deadline.min(started + self.pace.gap + earned);
+            allowed = allowed.min((self.pace.gap + earned).saturating_sub(self.waited));
         }
-        deadline
+        since + allowed
     }
 }
 
@@ -97,18 +149,29 @@ impl http_body::Body for Paced {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        let started = *this.started.get_or_insert_with(tokio::time::Instant::now);
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        if !polled.is_pending() {
+            if let Some(since) = this.waiting_since.take() {
+                this.waited += since.elapsed();
+            }
+        }
+        match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.seen += data.len() as u64;
-                    this.last = Some(tokio::time::Instant::now());
+                    this.progress.touch();
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
             Poll::Pending => {
+                let started = *this
+                    .waiting_since
+                    .get_or_insert_with(tokio::time::Instant::now);
                 let deadline = this.deadline(started);
                 let timer = this
                     .timer
@@ -146,6 +209,7 @@ impl Drop for Paced {
             return;
         };
         if self.too_slow
+            || self.done
             || http_body::Body::is_end_stream(&body)
             || http_body::Body::size_hint(&body).lower() > DRAIN_MAX.saturating_sub(self.seen)
         {

@@ -2,15 +2,16 @@
 //! chose and nothing else; sniffed on plain HTTP), and when it is idle or stalled.
 //!
 //! Idle means no request in flight and none started or finished for
-//! `server.idle_timeout`: bytes alone (HTTP/2 PINGs, a trickle of empty frames) do not
-//! keep a connection open. A request in flight keeps it open while bytes move; when
-//! none has moved for `idle_timeout` the peer is stalled (it stopped reading, or its
-//! upstream stopped mid-body). Either way the connection is first asked to finish
+//! `server.idle_timeout`: bytes alone (HTTP/2 PINGs, a trickle of empty frames or TLS
+//! records) do not keep a connection open. A request in flight keeps it open while it
+//! makes progress: a body frame read from the client, or taken by hyper for the
+//! client (hyper takes one only when it can send it). When none has moved for
+//! `idle_timeout` the request is stalled (the peer stopped reading, closed its flow
+//! control window, or the upstream stopped mid-body or never answered). Either way the connection is first asked to finish
 //! (HTTP/1.1 closes after the current response, HTTP/2 sends GOAWAY), and dropped if it
 //! still has not an `idle_timeout` later.
 
 use std::convert::Infallible;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,11 +22,10 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use crate::body::{Body, BoxError};
+use crate::body::{Body, BoxError, Progress};
 use crate::config::Config;
 use crate::gateway::{ConnInfo, Gateway};
 
@@ -175,7 +175,8 @@ where
         let gateway = gateway.clone();
         let info = info.clone();
         let in_flight = requests.request_started();
-        let req = req.map(|body| crate::body::Paced::new(body, pace));
+        let progress = requests.progress().clone();
+        let req = req.map(|body| crate::body::Paced::new(body, pace, progress));
         async move {
             let resp = gateway.handle(req, &info).await;
             // In flight until hyper has sent the whole body and drops it.
@@ -244,11 +245,11 @@ where
     }
 }
 
-/// What a connection has been doing: requests in flight, and when a request last
-/// started or finished and a byte last moved.
+/// What a connection has been doing: requests in flight, when a request last started
+/// or finished, and when a request last made progress ([`Progress`]).
 pub struct Activity {
     epoch: Instant,
-    last_byte_ms: AtomicU64,
+    progress: Arc<Progress>,
     last_request_ms: AtomicU64,
     in_flight: AtomicUsize,
     started: AtomicU64,
@@ -259,7 +260,7 @@ impl Activity {
     pub fn new() -> Arc<Activity> {
         Arc::new(Activity {
             epoch: Instant::now(),
-            last_byte_ms: AtomicU64::new(0),
+            progress: Arc::new(Progress::new()),
             last_request_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicU64::new(0),
@@ -270,8 +271,14 @@ impl Activity {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    fn touch(&self) {
-        self.last_byte_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// Where request bodies record their progress.
+    pub fn progress(&self) -> &Arc<Progress> {
+        &self.progress
+    }
+
+    /// Requests of this connection being answered now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
     }
 
     /// Requests of this connection handed to the gateway so far.
@@ -284,20 +291,21 @@ impl Activity {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
         self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        // The wait for the upstream's answer starts the stall clock afresh.
+        self.progress.touch();
         InFlight(self.clone())
     }
 
     /// How much longer the connection may stay as it is: `None` when it has been idle
-    /// (no request in flight, none for `limit`) or stalled (requests in flight, no byte
-    /// for `limit`) that long.
+    /// (no request in flight, none for `limit`) or stalled (requests in flight, no
+    /// body frame either way for `limit`) that long.
     fn waiting(&self, limit: Duration) -> Option<Duration> {
-        let since = if self.in_flight.load(Ordering::Relaxed) == 0 {
-            &self.last_request_ms
+        let quiet = if self.in_flight.load(Ordering::Relaxed) == 0 {
+            let last = self.last_request_ms.load(Ordering::Relaxed);
+            Duration::from_millis(self.now_ms().saturating_sub(last))
         } else {
-            &self.last_byte_ms
+            self.progress.quiet_for()
         };
-        let quiet =
-            Duration::from_millis(self.now_ms().saturating_sub(since.load(Ordering::Relaxed)));
         limit.checked_sub(quiet).filter(|left| !left.is_zero())
     }
 }
@@ -331,7 +339,13 @@ impl http_body::Body for Counted {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
-        self.project().inner.poll_frame(cx)
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        // hyper asks for a frame only when it can send one: the client is reading.
+        if let Poll::Ready(Some(Ok(_))) = &polled {
+            this._in_flight.0.progress.touch();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -340,65 +354,6 @@ impl http_body::Body for Counted {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// A TCP stream that records activity on every read and write.
-pub struct Tracked {
-    pub inner: TcpStream,
-    pub activity: Arc<Activity>,
-}
-
-impl AsyncRead for Tracked {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let res = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.activity.touch();
-        }
-        res
-    }
-}
-
-impl AsyncWrite for Tracked {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let res = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        res
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -414,13 +369,13 @@ mod tests {
     }
 
     #[test]
-    fn idle_counts_requests_and_stalled_counts_bytes() {
+    fn idle_counts_requests_and_stalled_counts_progress() {
         let a = Activity::new();
         let long = Duration::from_secs(3600);
         assert!(a.waiting(long).is_some());
         assert_eq!(a.waiting(Duration::ZERO), None);
-        // Bytes alone do not make an idle connection busy.
-        a.touch();
+        // Progress alone does not make an idle connection busy.
+        a.progress().touch();
         assert_eq!(a.waiting(Duration::ZERO), None);
         let r = a.request_started();
         // In flight: waiting on bytes, which just moved.

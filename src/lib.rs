@@ -20,6 +20,7 @@
 //! | [`gateway::forward`] | pooled upstream client, header rewriting, streamed bodies        |
 //! | [`error`]         | the one place a [`error::GatewayError`] becomes an HTTP response    |
 //! | [`health`]        | authgate's own `/healthz` and `/readyz`                              |
+//! | [`hostname`]      | what a valid `host[:port]` is (requests and `route.host`)            |
 //! | [`body`]          | the body type shared by all responses; size-limited request bodies  |
 //! | [`certs`]         | self-signed development certificates (`authgate certs generate`)    |
 //! | [`admin`]         | `authgate client …` / `token …` against the store                    |
@@ -45,6 +46,7 @@ pub mod connection;
 pub mod error;
 pub mod gateway;
 pub mod health;
+pub mod hostname;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

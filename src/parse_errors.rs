@@ -2,14 +2,25 @@
 //! past the parser's buffer, a bad request line) is answered by hyper itself, with a
 //! 400 or 431 that never reaches the gateway, so the gateway cannot add
 //! `Strict-Transport-Security` as it does to every other HTTPS response (RFC 6797 asks
-//! for it on all of them). On HTTPS connections serving HTTP/1.1, this writer sits
-//! between hyper and TLS and adds the header to those answers.
+//! for it on all of them). On HTTPS connections this writer sits between hyper and TLS
+//! and adds the header to those answers.
 //!
-//! It recognises them without parsing, by counting: every request hyper hands to
-//! authgate gets exactly one response, so a write that starts a status line
-//! (`HTTP/1.`) after as many status lines as requests were handed over can only be
-//! hyper's own. Interim `100 Continue` lines are not counted. Everything else passes
-//! through untouched.
+//! It must never touch anything else: a response body or tunnel bytes that happen to
+//! look like a status line would be corrupted, and on a connection a balancer shares
+//! between users, shifted bytes poison the next response. So a write is rewritten only
+//! when all of these hold:
+//! - it is exactly the head hyper writes for its own errors, and nothing more: a 4xx or
+//!   5xx status line, only `connection: close`, `content-length: 0` and `date`, then
+//!   the blank line ([`is_error_head`]);
+//! - no request of the connection is in flight, and authgate's responses have all had
+//!   their status lines written: every request hyper hands to authgate gets exactly
+//!   one response, so one status line more than requests handed over is hyper's own;
+//! - the connection has not become a tunnel (no `101` was written).
+//!
+//! After a rewrite the connection only closes (hyper closes after its errors anyway):
+//! should a body chunk that matches all of this ever be rewritten, the bytes it shifts
+//! end with the connection and can reach no other response. On HTTP/2 no write starts
+//! with a status line, so nothing is touched.
 
 use std::io;
 use std::pin::Pin;
@@ -21,6 +32,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::connection::Activity;
 
+/// hyper's error heads are short; a longer write is never one.
+const MAX_ERROR_HEAD: usize = 512;
+
 /// The writer; see the module docs.
 pub struct WithHsts<I> {
     inner: I,
@@ -29,6 +43,10 @@ pub struct WithHsts<I> {
     activity: Arc<Activity>,
     /// Status lines of authgate's responses written so far.
     heads: u64,
+    /// A `101` went by: what follows is a tunnel, never touched.
+    upgraded: bool,
+    /// An answer was rewritten: nothing more may be written.
+    closed: bool,
     /// A rewritten answer being written, how much of it is written, and how many bytes
     /// of the caller's buffer it stands for.
     pending: Option<(Bytes, usize, usize)>,
@@ -46,34 +64,39 @@ impl<I> WithHsts<I> {
             line: line.freeze(),
             activity,
             heads: 0,
+            upgraded: false,
+            closed: false,
             pending: None,
         }
     }
 
-    /// Whether a write of `head` starts a response that is hyper's own.
-    fn is_hypers(&self, head: &[u8]) -> bool {
-        head.starts_with(b"HTTP/1.")
-            && !head.starts_with(b"HTTP/1.1 100 ")
+    /// `write` (a whole write) with the HSTS line after its status line, if it is
+    /// hyper's own answer (see the module docs).
+    fn rewrite(&self, write: &[u8]) -> Option<Bytes> {
+        let hypers = !self.upgraded
+            && self.activity.in_flight() == 0
             && self.heads >= self.activity.requests_started()
-    }
-
-    /// Whether a write of `head` starts one of authgate's responses (to count it once
-    /// written).
-    fn is_ours(&self, head: &[u8]) -> bool {
-        head.starts_with(b"HTTP/1.") && !head.starts_with(b"HTTP/1.1 100 ") && !self.is_hypers(head)
-    }
-
-    /// `head` with the HSTS line after its status line, if it is hyper's own answer.
-    fn rewrite(&self, head: &[u8]) -> Option<Bytes> {
-        if !self.is_hypers(head) {
+            && is_error_head(write);
+        if !hypers {
             return None;
         }
-        let eol = head.windows(2).position(|w| w == b"\r\n")? + 2;
-        let mut out = BytesMut::with_capacity(head.len() + self.line.len());
-        out.extend_from_slice(&head[..eol]);
+        let eol = write.windows(2).position(|w| w == b"\r\n")? + 2;
+        let mut out = BytesMut::with_capacity(write.len() + self.line.len());
+        out.extend_from_slice(&write[..eol]);
         out.extend_from_slice(&self.line);
-        out.extend_from_slice(&head[eol..]);
+        out.extend_from_slice(&write[eol..]);
         Some(out.freeze())
+    }
+
+    /// Notes a write of authgate's that went out, starting with `first`.
+    fn wrote(&mut self, first: &[u8]) {
+        if self.upgraded || !first.starts_with(b"HTTP/1.") || first.starts_with(b"HTTP/1.1 100 ") {
+            return;
+        }
+        self.heads += 1;
+        if first.starts_with(b"HTTP/1.1 101 ") {
+            self.upgraded = true;
+        }
     }
 }
 
@@ -84,6 +107,7 @@ impl<I: AsyncWrite + Unpin> WithHsts<I> {
             if *written == bytes.len() {
                 let n = *stands_for;
                 self.pending = None;
+                self.closed = true;
                 return Poll::Ready(Ok(Some(n)));
             }
             match Pin::new(&mut self.inner).poll_write(cx, &bytes[*written..]) {
@@ -94,6 +118,17 @@ impl<I: AsyncWrite + Unpin> WithHsts<I> {
             }
         }
         Poll::Ready(Ok(None))
+    }
+
+    /// The rewritten answer, written whole before the caller hears of it. A caller
+    /// told Pending writes the same bytes again: they are the ones already rewritten.
+    fn write_pending(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match self.flush_pending(cx) {
+            Poll::Ready(Ok(Some(n))) => Poll::Ready(Ok(n)),
+            Poll::Ready(Ok(None)) => Poll::Ready(Ok(0)),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -114,27 +149,21 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WithHsts<I> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        // A caller that was told Pending writes the same bytes again: they are the
-        // ones already rewritten.
-        if this.pending.is_none() {
-            match this.rewrite(buf) {
-                Some(bytes) => this.pending = Some((bytes, 0, buf.len())),
-                None => {
-                    let ours = this.is_ours(buf);
-                    let res = Pin::new(&mut this.inner).poll_write(cx, buf);
-                    if ours && matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-                        this.heads += 1;
-                    }
-                    return res;
-                }
-            }
+        if this.pending.is_some() {
+            return this.write_pending(cx);
         }
-        match this.flush_pending(cx) {
-            Poll::Ready(Ok(Some(n))) => Poll::Ready(Ok(n)),
-            Poll::Ready(Ok(None)) => Poll::Ready(Ok(0)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        if this.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
         }
+        if let Some(bytes) = this.rewrite(buf) {
+            this.pending = Some((bytes, 0, buf.len()));
+            return this.write_pending(cx);
+        }
+        let res = Pin::new(&mut this.inner).poll_write(cx, buf);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote(buf);
+        }
+        res
     }
 
     fn poll_write_vectored(
@@ -143,32 +172,26 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WithHsts<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let first = bufs
-            .iter()
-            .find(|b| !b.is_empty())
-            .map_or(&[][..], |b| &b[..]);
-        if this.pending.is_none() && !this.is_hypers(first) {
-            let ours = this.is_ours(first);
-            let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-            if ours && matches!(res, Poll::Ready(Ok(n)) if n > 0) {
-                this.heads += 1;
-            }
-            return res;
+        if this.pending.is_some() {
+            return this.write_pending(cx);
         }
-        if this.pending.is_none() {
-            // Only hyper's short error answers come here: join them and rewrite.
+        if this.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let first: &[u8] = bufs.iter().find(|b| !b.is_empty()).map_or(&[], |b| b);
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if total <= MAX_ERROR_HEAD && first.starts_with(b"HTTP/1.") {
             let joined: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
-            match this.rewrite(&joined) {
-                Some(bytes) => this.pending = Some((bytes, 0, joined.len())),
-                None => return Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+            if let Some(bytes) = this.rewrite(&joined) {
+                this.pending = Some((bytes, 0, joined.len()));
+                return this.write_pending(cx);
             }
         }
-        match this.flush_pending(cx) {
-            Poll::Ready(Ok(Some(n))) => Poll::Ready(Ok(n)),
-            Poll::Ready(Ok(None)) => Poll::Ready(Ok(0)),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
+        let res = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        if matches!(res, Poll::Ready(Ok(n)) if n > 0) {
+            this.wrote(first);
         }
+        res
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -192,34 +215,121 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WithHsts<I> {
     }
 }
 
+/// Whether `b` is exactly one head as hyper writes it for its own errors: a 4xx or 5xx
+/// status line, then only `connection: close`, `content-length: 0` and `date:` fields,
+/// then the blank line, and nothing after it.
+fn is_error_head(b: &[u8]) -> bool {
+    if b.len() > MAX_ERROR_HEAD {
+        return false;
+    }
+    let Ok(text) = std::str::from_utf8(b) else {
+        return false;
+    };
+    let Some(head) = text.strip_suffix("\r\n\r\n") else {
+        return false;
+    };
+    if head.contains("\r\n\r\n") {
+        return false;
+    }
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap_or("");
+    let Some(rest) = status
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| status.strip_prefix("HTTP/1.0 "))
+    else {
+        return false;
+    };
+    let code = rest.as_bytes();
+    let code_ok = code.len() >= 3
+        && matches!(code[0], b'4' | b'5')
+        && code[..3].iter().all(u8::is_ascii_digit);
+    code_ok
+        && lines.all(|l| {
+            let l = l.to_ascii_lowercase();
+            l == "connection: close" || l == "content-length: 0" || l.starts_with("date: ")
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn hypers_own_answers_get_the_header_and_nothing_else_changes() {
-        let activity = Activity::new();
-        let hsts = http::HeaderValue::from_static("max-age=60");
-        let (client, server) = tokio::io::duplex(4096);
-        let mut w = WithHsts::new(server, &hsts, activity.clone());
-        w.write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-            .await
-            .unwrap();
-        // A request handed to authgate: its response is authgate's own, untouched, even
-        // once the request has finished (hyper writes after dropping the body).
-        drop(activity.request_started());
-        w.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
-        // Body bytes are never touched.
-        w.write_all(b"0\r\n\r\n").await.unwrap();
+    const FAKE: &str = "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+
+    async fn output(
+        w: WithHsts<tokio::io::DuplexStream>,
+        client: tokio::io::DuplexStream,
+    ) -> String {
         drop(w);
         let mut out = String::new();
         let mut client = client;
         client.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn hypers_own_answers_get_the_header_and_then_the_connection_ends() {
+        let activity = Activity::new();
+        let hsts = http::HeaderValue::from_static("max-age=60");
+        let (client, server) = tokio::io::duplex(4096);
+        let mut w = WithHsts::new(server, &hsts, activity.clone());
+        w.write_all(FAKE.as_bytes()).await.unwrap();
+        assert!(w.write_all(b"x").await.is_err(), "nothing more after it");
         assert_eq!(
-            out,
+            output(w, client).await,
             "HTTP/1.1 400 Bad Request\r\nstrict-transport-security: max-age=60\r\n\
-             content-length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n0\r\n\r\n"
+             connection: close\r\ncontent-length: 0\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn bodies_and_tunnels_that_look_like_error_heads_are_untouched() {
+        let activity = Activity::new();
+        let hsts = http::HeaderValue::from_static("max-age=60");
+        let (client, server) = tokio::io::duplex(1 << 16);
+        let mut w = WithHsts::new(server, &hsts, activity.clone());
+        // A response whose body is a fake error head, written after its request ended
+        // (hyper writes the last of a body after dropping it).
+        drop(activity.request_started());
+        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 63\r\n\r\n")
+            .await
+            .unwrap();
+        // While a request is in flight, nothing is hyper's.
+        let in_flight = activity.request_started();
+        w.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 63\r\n\r\n")
+            .await
+            .unwrap();
+        w.write_all(FAKE.as_bytes()).await.unwrap();
+        drop(in_flight);
+        // A WebSocket tunnel carrying fakes.
+        drop(activity.request_started());
+        w.write_all(b"HTTP/1.1 101 Switching Protocols\r\n\r\n")
+            .await
+            .unwrap();
+        w.write_all(FAKE.as_bytes()).await.unwrap();
+        w.write_all(FAKE.as_bytes()).await.unwrap();
+        let out = output(w, client).await;
+        assert!(!out.contains("strict-transport-security"), "{out}");
+        assert_eq!(out.matches(FAKE).count(), 3);
+    }
+
+    #[test]
+    fn only_hypers_error_heads_match() {
+        for yes in [
+            "HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\ndate: Tue, 01 Dec 2026 21:29:07 GMT\r\n\r\n",
+            "HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n\r\n",
+        ] {
+            assert!(is_error_head(yes.as_bytes()), "{yes}");
+        }
+        for no in [
+            "HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-type: text/html\r\n\r\n",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\nmore",
+            "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n",
+            "xHTTP/1.1 400 Bad Request\r\n\r\n",
+        ] {
+            assert!(!is_error_head(no.as_bytes()), "{no}");
+        }
     }
 }

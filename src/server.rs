@@ -21,7 +21,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::{Config, HttpMode, TlsConfig};
 use crate::conn_limit::PerIp;
-use crate::connection::{self, Activity, Builders, Protocol, Tracked};
+use crate::connection::{self, Activity, Builders, Protocol};
 use crate::gateway::{ConnInfo, ConnSlot, Gateway, Listener};
 use crate::parse_errors::WithHsts;
 use crate::workers::Workers;
@@ -443,10 +443,7 @@ async fn accept_loop(
                 worker,
             };
             let activity = Activity::new();
-            let io = Tracked {
-                inner: tcp,
-                activity: activity.clone(),
-            };
+            let io = tcp;
             let conn = connection::Conn {
                 info,
                 gateway,

@@ -363,3 +363,40 @@ async fn hypers_own_error_answers_carry_hsts() {
     );
     assert!(text.contains("http/1.1 400"), "{text}");
 }
+
+#[tokio::test]
+async fn a_client_that_never_opens_its_window_cannot_hold_a_connection_with_pings() {
+    let up = Upstream::start().await;
+    let gate = Gate::start(
+        "http_mode = \"serve\"\nidle_timeout = \"400ms\"",
+        "",
+        &route("/", &up.url(), ""),
+    )
+    .await;
+    let tls = gate.tls_connect(&[&rustls::version::TLS13], &[b"h2"]).await;
+    let (mut send, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .timer(hyper_util::rt::TokioTimer::new())
+            .initial_stream_window_size(0)
+            .keep_alive_interval(Duration::from_millis(50))
+            .keep_alive_while_idle(true)
+            .handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!(
+        "https://localhost:{}/big/100000",
+        gate.https.port()
+    ))
+    .body(http_body_util::Empty::<bytes::Bytes>::new())
+    .unwrap();
+    // The head arrives; the body never can. Pings keep the socket busy.
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    tokio::time::timeout(LIMIT, conn)
+        .await
+        .expect("a stalled HTTP/2 request kept its connection open")
+        .unwrap()
+        .ok();
+    drop(resp);
+}

@@ -652,6 +652,11 @@ impl Validator<'_> {
         if d.is_zero() {
             return Err(self.err(key, "must be longer than zero"));
         }
+        // Far beyond any sensible setting, and far from where adding it to a clock
+        // could overflow.
+        if d > Duration::from_secs(10 * 365 * 24 * 3600) {
+            return Err(self.err(key, format!("{text:?} is longer than ten years")));
+        }
         Ok(d)
     }
 
@@ -774,6 +779,12 @@ impl Validator<'_> {
                             "{h:?}: leave the port out; routes match the host name on any port"
                         ),
                     ));
+                }
+                // Requests are routed on the name without the trailing dot of a fully
+                // qualified name; so is the route.
+                let h = h.strip_suffix('.').unwrap_or(&h).to_owned();
+                if !crate::hostname::is_valid(&h) {
+                    return Err(self.err(&key("host"), format!("{h:?} is not a host name")));
                 }
                 Some(h)
             }

@@ -397,3 +397,29 @@ fn deploy_configs_are_valid() {
     assert!(cfg.metrics.listen.is_some());
     assert_eq!(cfg.routes.len(), 1);
 }
+
+#[test]
+fn route_hosts_lose_a_trailing_dot_and_need_whole_labels() {
+    let routed = |host: &str| {
+        parse(&format!(
+            "{NO_TLS}[[route]]\npath = \"/\"\nhost = \"{host}\"\nupstream = \"http://a\"\npublic = true\n"
+        ))
+    };
+    // Requests are routed on the name without its trailing dot; so is the route.
+    assert_eq!(
+        routed("Admin.Example.").unwrap().routes[0].host.as_deref(),
+        Some("admin.example")
+    );
+    for bad in ["admin..example", ".admin.example", "a b"] {
+        let e = routed(bad).unwrap_err().to_string();
+        assert!(e.contains("route[0].host"), "{bad}: {e}");
+    }
+}
+
+#[test]
+fn durations_are_bounded() {
+    let e = err(&format!(
+        "{NO_TLS}body_read_timeout = \"18446744073709551615s\"\n"
+    ));
+    assert!(e.contains("server.body_read_timeout"), "{e}");
+}

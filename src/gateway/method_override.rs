@@ -89,13 +89,27 @@ fn same_folded(name: &str, canonical: &str) -> bool {
             .all(|(a, b)| a == b || (a == b'_' && b == b'-'))
 }
 
-/// The values of `_method` parameters in `query`.
+/// The values of `_method` parameters in `query`, as the frameworks read them: keys
+/// percent-decoded (`%5Fmethod`), PHP's mangling of `.`, ` ` and `[` into `_`
+/// (`.method`), any case, and pairs split on `;` as well as `&` (older Rack).
 fn query_values(query: Option<&str>) -> impl Iterator<Item = String> + '_ {
+    let worth_parsing = |q: &&str| {
+        q.contains('%')
+            || q.as_bytes()
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"method"))
+    };
     query
-        .filter(|q| q.contains("_method"))
+        .filter(worth_parsing)
         .into_iter()
-        .flat_map(|q| form_urlencoded::parse(q.as_bytes()))
-        .filter(|(k, _)| k == "_method")
+        .flat_map(|q| q.split([';', '&']))
+        .flat_map(|pair| form_urlencoded::parse(pair.as_bytes()))
+        .filter(|(k, _)| {
+            let k = k.trim_start_matches(' ');
+            k.len() == 7
+                && matches!(k.as_bytes()[0], b'_' | b'.' | b' ' | b'[')
+                && k[1..].eq_ignore_ascii_case("method")
+        })
         .map(|(_, v)| v.into_owned())
 }
 
@@ -120,6 +134,18 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(apply(&mut h, Some("a=1&_method=DELETE"), MethodOverride::Strip).is_err());
         assert!(apply(&mut h, Some("a=1&my_method=x"), MethodOverride::Strip).is_ok());
+        for sneaky in [
+            "%5Fmethod=DELETE",
+            ".method=DELETE",
+            "a=1;_method=DELETE",
+            "_METHOD=DELETE",
+            "[method=DELETE",
+        ] {
+            assert!(
+                apply(&mut h, Some(sneaky), MethodOverride::Strip).is_err(),
+                "{sneaky}"
+            );
+        }
     }
 
     #[test]

@@ -57,36 +57,48 @@ pub fn tunnel(
         let mut client = Watched::new(TokioIo::new(client), epoch, last.clone());
         let mut upstream = Watched::new(TokioIo::new(upstream), epoch, last.clone());
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-        tokio::pin!(copy);
-        let mut every = tokio::time::interval(RECHECK.min(limits.idle_timeout));
-        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                done = &mut copy => {
-                    match done {
-                        Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
-                        Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
-                    }
-                    return;
-                }
-                _ = every.tick() => {
-                    let quiet_ms = (epoch.elapsed().as_millis() as u64)
-                        .saturating_sub(last.load(Ordering::Relaxed));
-                    if Duration::from_millis(quiet_ms) >= limits.idle_timeout {
-                        tracing::debug!("tunnel idle: closed");
-                        return;
-                    }
-                    if let Some((tokens, value)) = &limits.token {
-                        // A store outage keeps the tunnel, as it keeps cached tokens.
-                        if let Ok(None) = tokens.lookup(value.expose()).await {
-                            tracing::info!("tunnel closed: its access token expired or was revoked");
-                            return;
-                        }
-                    }
-                }
-            }
+        // Its own future beside the copy: a lookup that waits on the store never holds
+        // the bytes up.
+        let revoked = token_ended(limits.token);
+        let idle = idle_for(limits.idle_timeout, epoch, last);
+        tokio::select! {
+            done = copy => match done {
+                Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
+                Err(e) => tracing::debug!(error = %e, "tunnel ended with an error"),
+            },
+            () = revoked => tracing::info!("tunnel closed: its access token expired or was revoked"),
+            () = idle => tracing::debug!("tunnel idle: closed"),
         }
     });
+}
+
+/// Resolves once the tunnel's token is no longer valid (never on a public route). A
+/// store outage keeps the tunnel, as it keeps cached tokens.
+async fn token_ended(token: Option<(Arc<TokenTable>, Secret)>) {
+    let Some((tokens, value)) = token else {
+        return std::future::pending().await;
+    };
+    let mut every = tokio::time::interval(RECHECK);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Ok(None) = tokens.lookup(value.expose()).await {
+            return;
+        }
+    }
+}
+
+/// Resolves once no byte has moved for `limit`.
+async fn idle_for(limit: Duration, epoch: Instant, last: Arc<AtomicU64>) {
+    loop {
+        let quiet = Duration::from_millis(
+            (epoch.elapsed().as_millis() as u64).saturating_sub(last.load(Ordering::Relaxed)),
+        );
+        match limit.checked_sub(quiet) {
+            Some(left) if !left.is_zero() => tokio::time::sleep(left).await,
+            _ => return,
+        }
+    }
 }
 
 /// An upgraded connection that records when a byte last moved (either tunnel side).
