@@ -632,7 +632,7 @@ impl PgStore {
         sqlx::query(
             "INSERT INTO connections (key, generation) VALUES ($1, 0) ON CONFLICT (key) DO NOTHING",
         )
-        .bind(key)
+        .bind(key.as_bytes())
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -643,7 +643,7 @@ impl PgStore {
             "INSERT INTO connections (key, generation) VALUES ($1, 1) ON CONFLICT (key) \
              DO UPDATE SET generation = connections.generation + 1 RETURNING generation",
         )
-        .bind(key)
+        .bind(key.as_bytes())
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get("generation")?)
@@ -806,8 +806,9 @@ impl Store for PgStore {
     }
 
     async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
+        // Keys are stored as bytes: their parts are separated by NUL, which TEXT refuses.
         let row = sqlx::query("SELECT generation FROM connections WHERE key = $1")
-            .bind(key)
+            .bind(key.as_bytes())
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get("generation")).transpose()?)

@@ -63,13 +63,16 @@ async fn contract(store: std::sync::Arc<dyn Store>) {
     assert!(!store.set_client_secret("nope", "x").await.unwrap());
     assert_eq!(store.list_clients().await.unwrap().len(), 1);
 
-    // Connections (reuse_tokens): unknown, recorded at generation 0, then bumped.
-    assert_eq!(store.connection_generation("k").await.unwrap(), None);
-    store.record_connection("k").await.unwrap();
-    store.record_connection("k").await.unwrap();
-    assert_eq!(store.connection_generation("k").await.unwrap(), Some(0));
-    assert_eq!(store.bump_connection("k").await.unwrap(), 1);
-    assert_eq!(store.connection_generation("k").await.unwrap(), Some(1));
+    // Connections (reuse_tokens): unknown, recorded at generation 0, then bumped. Keys
+    // separate client, user, resource and device with NUL, as `code_grant` makes them.
+    let k = "app\0alice\0loc-1\0";
+    assert_eq!(store.connection_generation(k).await.unwrap(), None);
+    store.record_connection(k).await.unwrap();
+    store.record_connection(k).await.unwrap();
+    assert_eq!(store.connection_generation(k).await.unwrap(), Some(0));
+    assert_eq!(store.bump_connection(k).await.unwrap(), 1);
+    assert_eq!(store.connection_generation(k).await.unwrap(), Some(1));
+    assert_eq!(store.connection_generation("app").await.unwrap(), None);
 
     // Tokens, with a refresh token parenting an access token.
     let mut access = record(TokenKind::Access, "a1", "f1", Some(2000));
