@@ -30,6 +30,7 @@
 //! | [`token`]         | token format: kind prefix, 256 random bits, keyed checksum, hash    |
 //! | [`token_table`]   | cached token table: checksum → cache (moka) → store, revocation evicts |
 //! | [`secret`]        | secret types that never print and zero their memory                 |
+//! | [`keyring`]       | keys from a file or the environment that seal secrets kept at rest  |
 //! | [`workers`]       | thread-per-core connection workers                                   |
 //! | [`request_id`]    | `X-Request-Id`: accepted or generated, in logs and error bodies      |
 //! | [`metrics`]       | Prometheus metrics (`/metrics`, optionally on its own listener)      |
@@ -47,6 +48,7 @@ pub mod error;
 pub mod gateway;
 pub mod health;
 pub mod hostname;
+pub mod keyring;
 pub mod logging;
 pub mod metrics;
 pub mod oauth;

@@ -442,6 +442,16 @@ fn check_config(path: &std::path::Path) -> ExitCode {
         s.http_mode
     );
     println!("  store: {}", authgate::store::redact_url(&cfg.store.url));
+    println!(
+        "  secrets keys: {}",
+        cfg.oauth
+            .secrets
+            .as_ref()
+            .map_or("none".to_string(), |ring| {
+                let ids: Vec<&str> = ring.ids().collect();
+                format!("{} (the first seals)", ids.join(", "))
+            })
+    );
     let m = &cfg.metrics;
     println!(
         "  metrics: {}   reload: {}   forward-auth: {}",

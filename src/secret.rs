@@ -28,6 +28,14 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// Read from configuration as a plain string, so that a raw config holding a secret
+/// (`AUTHGATE_OAUTH__SECRETS_KEYS`) never prints it either.
+impl<'de> serde::Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Secret, D::Error> {
+        String::deserialize(d).map(Secret::new)
+    }
+}
+
 impl From<String> for Secret {
     fn from(s: String) -> Secret {
         Secret::new(s)

@@ -148,8 +148,10 @@ impl Codec {
     }
 
     /// The token of `kind` derived from `seed`: always the same value for the same seed
-    /// and store key (connection reuse). Unpredictable without the key.
-    pub fn derive(&self, kind: Kind, seed: &str) -> Secret {
+    /// and store key. Reused connections got such tokens before they were sealed; whoever
+    /// reads the store can compute them, so this serves only to find and revoke them
+    /// (`oauth::reuse`). Never issue one.
+    pub fn legacy_derive(&self, kind: Kind, seed: &str) -> Secret {
         let mut mac = self.keyed.clone();
         mac.update(b"derive\0");
         mac.update(seed.as_bytes());
@@ -246,14 +248,16 @@ mod tests {
             c.verify(v, kind).unwrap();
         }
         assert_ne!(c.mint(Kind::Access).expose(), c.mint(Kind::Access).expose());
-        let d = c.derive(Kind::Access, "client|alice|loc-1||0");
+        let d = c.legacy_derive(Kind::Access, "client|alice|loc-1||0");
         assert_eq!(
             d.expose(),
-            c.derive(Kind::Access, "client|alice|loc-1||0").expose()
+            c.legacy_derive(Kind::Access, "client|alice|loc-1||0")
+                .expose()
         );
         assert_ne!(
             d.expose(),
-            c.derive(Kind::Access, "client|alice|loc-1||1").expose()
+            c.legacy_derive(Kind::Access, "client|alice|loc-1||1")
+                .expose()
         );
         c.verify(d.expose(), Kind::Access).unwrap();
     }

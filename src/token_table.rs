@@ -615,14 +615,31 @@ mod tests {
         async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError> {
             self.inner.delete_client(id, now).await
         }
-        async fn connection_generation(&self, k: &str) -> Result<Option<i64>, StoreError> {
-            self.inner.connection_generation(k).await
+        async fn connection(
+            &self,
+            k: &str,
+        ) -> Result<Option<crate::store::ConnectionRecord>, StoreError> {
+            self.inner.connection(k).await
         }
-        async fn record_connection(&self, k: &str) -> Result<(), StoreError> {
-            self.inner.record_connection(k).await
+        async fn renew_connection(
+            &self,
+            k: &str,
+            expected: Option<i64>,
+            generation: i64,
+            sealed: &crate::store::ConnectionToken,
+            record: &TokenRecord,
+        ) -> Result<bool, StoreError> {
+            self.inner
+                .renew_connection(k, expected, generation, sealed, record)
+                .await
         }
-        async fn bump_connection(&self, k: &str) -> Result<i64, StoreError> {
-            self.inner.bump_connection(k).await
+        async fn reseal_connection(
+            &self,
+            k: &str,
+            generation: i64,
+            sealed: &crate::store::ConnectionToken,
+        ) -> Result<bool, StoreError> {
+            self.inner.reseal_connection(k, generation, sealed).await
         }
         async fn regrant_token(
             &self,

@@ -56,6 +56,90 @@ fn bad_config_files_name_file_key_and_reason_and_exit_2() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope.toml: cannot read"));
 }
 
+/// `reuse_tokens` needs keys the store does not hold: without them neither `check-config`
+/// nor `serve` gets past the configuration, and the error names where keys come from;
+/// with them, only their ids are ever shown.
+#[test]
+fn reuse_clients_need_keys_and_keys_never_print() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = "[server]\nhttps = \"off\"\nhttp = \"127.0.0.1:0\"\nhttp_mode = \"serve\"\n\
+        [[client]]\nid = \"pos\"\nsecret = \"s\"\ngrants = [\"authorization_code\"]\n\
+        redirect_uris = [\"https://pos.example/cb\"]\nreuse_tokens = true\n";
+    std::fs::write(dir.path().join("reuse.toml"), config).unwrap();
+    let out = authgate(dir.path(), &["--config", "reuse.toml", "check-config"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("reuse.toml: client[0].reuse_tokens:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("oauth.secrets_key_file")
+            && stderr.contains("AUTHGATE_OAUTH__SECRETS_KEYS"),
+        "{stderr}"
+    );
+    // `serve` stops before it binds (the wait is bounded: a gateway that started fails
+    // the test rather than hanging it).
+    let mut serving = common::process::Running(
+        Command::new(env!("CARGO_BIN_EXE_authgate"))
+            .args(["--config", "reuse.toml", "serve"])
+            .current_dir(dir.path())
+            .env_remove("AUTHGATE_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(wait_exit(&mut serving), 2);
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut serving.0.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("client[0].reuse_tokens"), "{stderr}");
+
+    let key = "c2VjcmV0cyBhdCByZXN0LCBrZXB0IG91dCBvZiB0aGU=";
+    std::fs::write(
+        dir.path().join("secrets.keys"),
+        format!("new:{key}\nold:{key}\n"),
+    )
+    .unwrap();
+    let with_file = format!("{config}[oauth]\nsecrets_key_file = \"secrets.keys\"\n");
+    std::fs::write(dir.path().join("reuse.toml"), &with_file).unwrap();
+    let out = authgate(dir.path(), &["--config", "reuse.toml", "check-config"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(
+        stdout.contains("secrets keys: new, old (the first seals)"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(key), "{stdout}");
+    let out = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["--config", "reuse.toml", "check-config"])
+        .current_dir(dir.path())
+        .env("AUTHGATE_OAUTH__SECRETS_KEYS", format!("k1:{}", &key[..20]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("oauth.secrets_key_file: AUTHGATE_OAUTH__SECRETS_KEYS is set too"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("reuse.toml"), config).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_authgate"))
+        .args(["--config", "reuse.toml", "check-config"])
+        .current_dir(dir.path())
+        .env("AUTHGATE_OAUTH__SECRETS_KEYS", format!("k1:{}", &key[..20]))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr
+            .contains("environment variable AUTHGATE_OAUTH__SECRETS_KEYS: entry 1 (key id \"k1\")"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&key[..20]), "{stderr}");
+}
+
 #[test]
 fn garbage_certificate_is_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();

@@ -382,3 +382,82 @@ async fn an_instance_rides_out_a_database_outage_and_recovers_by_itself() {
     let took = until_refused(&[&a], &cached).await;
     eprintln!("revocation reached the recovered instance after {took:?}");
 }
+
+/// Connection reuse across the tier: every instance reads the same key file (shared by
+/// configuration, never by the database), so a token sealed by one is handed out again
+/// by another, and two instances authorizing one new connection at once agree on one
+/// token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_the_key_file_reuse_each_others_connections() {
+    let Some(db) = ScratchDb::create().await else {
+        return;
+    };
+    let up = Upstream::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("secrets.keys");
+    std::fs::write(
+        &key_file,
+        "# the tier's keys\nedge-1:ZWRnZSB0aWVyIGtleSwgc2FtZSBldmVyeXdoZXJlISE=\n",
+    )
+    .unwrap();
+    let config = format!(
+        "{}\n[oauth]\nsecrets_key_file = {key_file:?}\n\
+         [[client]]\nid = \"pos\"\nsecret = \"pos-secret\"\ngrants = [\"authorization_code\"]\n\
+         scopes = \"orders.read\"\nredirect_uris = [\"{CB}\"]\nreuse_tokens = true\n",
+        tier_config(db.url(), &up.url(), "")
+    );
+    let tier = tokio::task::spawn_blocking(move || start_tier(&config, 2))
+        .await
+        .unwrap();
+    let (a, b) = (&tier[0], &tier[1]);
+    let code_at = |at: &'static str, device: &'static str| {
+        let target = if at == "a" { a } else { b };
+        async move {
+            let params = [
+                ("response_type", "code"),
+                ("client_id", "pos"),
+                ("redirect_uri", CB),
+                ("scope", "orders.read"),
+                ("device_id", device),
+            ];
+            let resp = flow::consent(
+                target,
+                "/oauth/authorize",
+                &params,
+                "alice",
+                "alice-pw",
+                "approve",
+            )
+            .await;
+            assert_eq!(resp.status(), 303);
+            param(&flow::location(&resp).1, "code").unwrap().to_owned()
+        }
+    };
+    let exchange = |at: &'static str, code: String| {
+        let target = if at == "a" { a } else { b };
+        async move {
+            let (status, v) = post_form(
+                target,
+                "/oauth/token",
+                ("pos", "pos-secret"),
+                &[
+                    ("grant_type", "authorization_code"),
+                    ("code", &code),
+                    ("redirect_uri", CB),
+                ],
+            )
+            .await;
+            assert_eq!(status, 200, "{v}");
+            v["access_token"].as_str().unwrap().to_owned()
+        }
+    };
+    let token = exchange("a", code_at("a", "till").await).await;
+    assert_eq!(exchange("b", code_at("b", "till").await).await, token);
+    assert_eq!(api_status(b, &token).await, 200);
+
+    // A new connection authorized on both at once: one token for both.
+    let (on_a, on_b) = (code_at("a", "kiosk").await, code_at("b", "kiosk").await);
+    let (from_a, from_b) = tokio::join!(exchange("a", on_a), exchange("b", on_b));
+    assert_eq!(from_a, from_b);
+    assert_ne!(from_a, token);
+}

@@ -290,6 +290,19 @@ impl Config {
                     file: file.to_owned(),
                     message: e.to_string().trim().to_owned(),
                 })?;
+        // Keys belong in the environment or a file of their own, not in this file, which
+        // is shared, committed, and printed in support tickets.
+        if table
+            .get("oauth")
+            .and_then(|o| o.get("secrets_keys"))
+            .is_some()
+        {
+            return Err(ConfigError::Key {
+                file: file.to_owned(),
+                key: "oauth.secrets_keys".into(),
+                reason: format!("keys do not belong in the configuration file: set {} in the environment, or name a file of keys with oauth.secrets_key_file", crate::keyring::KEYS_VAR),
+            });
+        }
         let vars: Vec<(String, String)> = vars.collect();
         env::apply(&mut table, vars.iter().cloned())?;
         let lookup = |name: &str| vars.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
@@ -533,6 +546,14 @@ impl Config {
                 return Err(v.err(
                     &format!("client[{i}].id"),
                     format!("{:?} is declared twice", c.id),
+                ));
+            }
+        }
+        if let Some(i) = clients.iter().position(|c| c.settings.reuse_tokens) {
+            if oauth_cfg.secrets.is_none() {
+                return Err(v.err(
+                    &format!("client[{i}].reuse_tokens"),
+                    format!("the store keeps these tokens encrypted, under a key it does not hold: set oauth.secrets_key_file or {} (README: \"Secrets at rest\")", crate::keyring::KEYS_VAR),
                 ));
             }
         }

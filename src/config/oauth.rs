@@ -1,10 +1,13 @@
 //! Validation of `[store]`, `[oauth]` and `[[client]]`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::raw::{RawAccount, RawAuth, RawClient, RawOAuth, RawStore, RawUser};
 use super::{ConfigError, ServerConfig};
+use crate::keyring::Keyring;
 use crate::oauth::client::{ClientSettings, SecretHash};
+use crate::secret::Secret;
 use crate::store::{is_postgres, redact_url, PoolOptions};
 
 /// `[store]`.
@@ -180,6 +183,9 @@ pub struct OAuthConfig {
     pub introspect_path: String,
     pub access_token_ttl: Ttl,
     pub refresh_token_ttl: Ttl,
+    /// Seals the tokens of reused connections (`reuse_tokens`) in the store; from
+    /// `secrets_key_file` or `AUTHGATE_OAUTH__SECRETS_KEYS`. `None`: neither is set.
+    pub secrets: Option<Arc<Keyring>>,
     /// Where the account + secret grant is served; `None`: not served.
     pub account_token_path: Option<String>,
     /// The authorization endpoint (login + consent page).
@@ -453,6 +459,7 @@ pub(super) fn oauth(
         )?,
         access_token_ttl: ttl("oauth.access_token_ttl", raw.access_token_ttl, "1h")?,
         refresh_token_ttl: ttl("oauth.refresh_token_ttl", raw.refresh_token_ttl, "30d")?,
+        secrets: secrets(file, raw.secrets_key_file, raw.secrets_keys)?,
         account_token_path: raw
             .account_token_path
             .map(|p| path(file, "oauth.account_token_path", p))
@@ -494,6 +501,32 @@ pub(super) fn oauth(
             _ => return Err(err(file, "oauth.login_window", "a duration like \"15m\"")),
         },
     })
+}
+
+/// The keyring of `oauth.secrets_key_file` or of `AUTHGATE_OAUTH__SECRETS_KEYS` (one of
+/// them); `None` when neither is set.
+fn secrets(
+    file: &str,
+    key_file: Option<String>,
+    keys: Option<Secret>,
+) -> Result<Option<Arc<Keyring>>, ConfigError> {
+    let ring = match (key_file, keys) {
+        (None, None) => return Ok(None),
+        (Some(_), Some(_)) => {
+            return Err(err(
+                file,
+                "oauth.secrets_key_file",
+                "AUTHGATE_OAUTH__SECRETS_KEYS is set too: use one of them",
+            ))
+        }
+        (Some(path), None) => Keyring::read_file(std::path::Path::new(&path))
+            .map_err(|e| err(file, "oauth.secrets_key_file", e))?,
+        (None, Some(keys)) => Keyring::parse(keys.expose()).map_err(|reason| ConfigError::Env {
+            var: crate::keyring::KEYS_VAR.into(),
+            reason,
+        })?,
+    };
+    Ok(Some(Arc::new(ring)))
 }
 
 /// Reads one of `secret_hash`, `secret_env`, `secret` (exactly one must be set).
@@ -660,6 +693,76 @@ mod tests {
             Ok(_) => panic!("accepted:\n{rest}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    const REUSE_CLIENT: &str = "[[client]]\nid = \"pos\"\nsecret = \"s\"\n\
+        grants = [\"authorization_code\"]\nredirect_uris = [\"https://pos.example/cb\"]\n\
+        reuse_tokens = true\n";
+    /// A keyring entry (id "k1", 32 bytes of 7 in base64).
+    const K1: &str = "k1:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    #[test]
+    fn reuse_clients_need_a_key_the_store_does_not_hold() {
+        let e = load_err(REUSE_CLIENT, &[]);
+        assert!(e.starts_with("test.toml: client[0].reuse_tokens:"), "{e}");
+        assert!(
+            e.contains("oauth.secrets_key_file") && e.contains("AUTHGATE_OAUTH__SECRETS_KEYS"),
+            "{e}"
+        );
+        let vars = [(
+            "AUTHGATE_OAUTH__SECRETS_KEYS".to_string(),
+            format!("k2:{},{K1}", &K1[3..]),
+        )];
+        let c = Config::parse(
+            &format!("{NO_TLS}{REUSE_CLIENT}"),
+            "test.toml",
+            vars.into_iter(),
+        )
+        .unwrap();
+        let ring = c.oauth.secrets.as_ref().unwrap();
+        assert_eq!(ring.ids().collect::<Vec<_>>(), ["k2", "k1"]);
+        assert!(!format!("{c:?}").contains(&K1[3..]), "keys never print");
+    }
+
+    #[test]
+    fn keys_come_from_a_file_or_the_environment_never_this_file() {
+        let e = load_err(&format!("[oauth]\nsecrets_keys = \"{K1}\"\n"), &[]);
+        assert!(
+            e.starts_with("test.toml: oauth.secrets_keys: keys do not belong"),
+            "{e}"
+        );
+        assert!(!e.contains(&K1[3..]), "{e}");
+        let e = load_err("", &[("AUTHGATE_OAUTH__SECRETS_KEYS", "k1:c2hvcnQ=")]);
+        assert!(
+            e.starts_with("environment variable AUTHGATE_OAUTH__SECRETS_KEYS: entry 1 (key id \"k1\"): the key must be 32 bytes"),
+            "{e}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("none.keys");
+        let e = load_err(&format!("[oauth]\nsecrets_key_file = {missing:?}\n"), &[]);
+        assert!(
+            e.starts_with("test.toml: oauth.secrets_key_file: cannot read"),
+            "{e}"
+        );
+        assert!(e.contains("none.keys"), "{e}");
+        let file = dir.path().join("secrets.keys");
+        std::fs::write(&file, format!("# authgate\n{K1}\nk2 no colon\n")).unwrap();
+        let with_file = format!("[oauth]\nsecrets_key_file = {file:?}\n");
+        let e = load_err(&with_file, &[]);
+        assert!(e.contains("secrets.keys: line 3: expected ID:KEY"), "{e}");
+        std::fs::write(&file, format!("# authgate\n{K1}\n")).unwrap();
+        let e = load_err(&with_file, &[("AUTHGATE_OAUTH__SECRETS_KEYS", K1)]);
+        assert!(
+            e.contains("oauth.secrets_key_file: AUTHGATE_OAUTH__SECRETS_KEYS is set too"),
+            "{e}"
+        );
+        let c = Config::parse(
+            &format!("{NO_TLS}{with_file}{REUSE_CLIENT}"),
+            "test.toml",
+            std::iter::empty(),
+        )
+        .unwrap();
+        assert_eq!(c.oauth.secrets.unwrap().primary_id(), "k1");
     }
 
     #[test]

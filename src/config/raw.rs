@@ -74,6 +74,9 @@ pub struct RawOAuth {
     pub introspect_path: Option<String>,
     pub access_token_ttl: Option<String>,
     pub refresh_token_ttl: Option<String>,
+    pub secrets_key_file: Option<String>,
+    /// Only from `AUTHGATE_OAUTH__SECRETS_KEYS` (refused in the file).
+    pub secrets_keys: Option<crate::secret::Secret>,
     pub account_token_path: Option<String>,
     pub authorize_path: Option<String>,
     pub code_ttl: Option<String>,

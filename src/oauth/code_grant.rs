@@ -11,118 +11,6 @@ use crate::store::{CodeRecord, CodeRefusal, Redeem, TokenKind, TokenRecord};
 use crate::token::{self, Kind};
 
 impl OAuth {
-    /// Connection reuse: the access token of (client, user, bound resource, device) is
-    /// derived from the store's key and the connection's generation, so authorizing the
-    /// same connection again yields the same token, now carrying the new grant. A
-    /// revoked or expired one moves the connection to its next generation.
-    async fn reused_connection(
-        &self,
-        client: &Client,
-        record: &CodeRecord,
-        scope: Scope,
-        now: i64,
-    ) -> Result<Issued, OAuthError> {
-        let bound = ["location_id", "account_id"]
-            .iter()
-            .find_map(|k| record.extra.get(*k).and_then(|v| v.as_str()))
-            .unwrap_or("");
-        let key = format!(
-            "{}\0{}\0{bound}\0{}",
-            client.id,
-            record.subject,
-            record.device_id.as_deref().unwrap_or("")
-        );
-        let ttl = client
-            .access_token_ttl
-            .unwrap_or(self.cfg.access_token_ttl)
-            .secs();
-        // A recorded generation was issued before: if its row is gone, the sweep deleted
-        // it after it was revoked or expired, and it must not come back.
-        let recorded = self.store.connection_generation(&key).await?;
-        let (mut generation, mut fresh) = match recorded {
-            Some(g) => (g, false),
-            None => (0, true),
-        };
-        for _ in 0..3 {
-            let value = self
-                .codec
-                .derive(Kind::Access, &format!("{key}\0{generation}"));
-            let hash = token::hash(value.expose());
-            match self.store.get_token(&hash).await? {
-                Some(t) if t.kind == TokenKind::Access && t.is_active(now) => {
-                    self.store
-                        .regrant_token(
-                            &hash,
-                            &scope.to_string(),
-                            &record.extra,
-                            &record.family,
-                            now,
-                        )
-                        .await?;
-                    // The new grant applies from the next request.
-                    self.tokens.evict(&hash).await;
-                    return Ok(self.issued_reuse(
-                        client,
-                        value,
-                        t.expires_at.map(|e| e - now),
-                        scope,
-                        record,
-                    ));
-                }
-                Some(_) => {
-                    generation = self.store.bump_connection(&key).await?;
-                    fresh = true;
-                }
-                None if !fresh => {
-                    generation = self.store.bump_connection(&key).await?;
-                    fresh = true;
-                }
-                None => {
-                    if recorded.is_none() {
-                        self.store.record_connection(&key).await?;
-                    }
-                    let new = TokenRecord {
-                        hash,
-                        kind: TokenKind::Access,
-                        client_id: client.id.clone(),
-                        subject: Some(record.subject.clone()),
-                        scope: scope.to_string(),
-                        family: record.family.clone(),
-                        parent: None,
-                        extra: record.extra.clone(),
-                        issued_at: now,
-                        expires_at: ttl.map(|t| now.saturating_add(t)),
-                        revoked_at: None,
-                        used_at: None,
-                    };
-                    self.store.insert_tokens(&[new]).await?;
-                    return Ok(self.issued_reuse(client, value, ttl, scope, record));
-                }
-            }
-        }
-        Err(OAuthError::Unavailable(
-            "connection generation did not settle".into(),
-        ))
-    }
-
-    fn issued_reuse(
-        &self,
-        client: &Client,
-        value: crate::secret::Secret,
-        expires_in: Option<i64>,
-        scope: Scope,
-        record: &CodeRecord,
-    ) -> Issued {
-        Issued {
-            access_token: value,
-            expires_in,
-            refresh_token: None,
-            scope,
-            scope_changed: false,
-            extra: client.token_response_extra.then(|| record.extra.clone()),
-        }
-    }
-
     /// Exchanges a code for tokens.
     pub async fn authorization_code(
         &self,
@@ -132,6 +20,12 @@ impl OAuth {
         verifier: Option<&str>,
     ) -> Result<Issued, OAuthError> {
         let value = code.ok_or_else(|| OAuthError::InvalidRequest("code is missing".into()))?;
+        // Before the code is spent: without a key, nothing could be issued for it.
+        let reuse_keys = match (client.reuse_tokens, &self.cfg.secrets) {
+            (false, _) => None,
+            (true, Some(keys)) => Some(keys.clone()),
+            (true, None) => return Err(super::reuse::no_key(client)),
+        };
         self.codec
             .verify(value, Kind::Code)
             .map_err(|_| invalid_code())?;
@@ -166,8 +60,10 @@ impl OAuth {
             Redeem::Fresh(r) => *r,
         };
         let scope = Scope::parse(&record.scope).map_err(|_| invalid_code())?;
-        if client.reuse_tokens {
-            let issued = self.reused_connection(client, &record, scope, now).await?;
+        if let Some(keys) = reuse_keys {
+            let issued = self
+                .reused_connection(&keys, client, &record, scope, now)
+                .await?;
             if self.store.code_replayed(&code_hash).await? {
                 self.store.revoke_family(&record.family, now).await?;
                 self.tokens.evict_family(&record.family);

@@ -18,6 +18,7 @@ pub mod limiter;
 mod metadata;
 pub mod pages;
 pub mod password;
+pub mod reuse;
 mod revoke;
 mod token_endpoint;
 mod users;

@@ -63,9 +63,15 @@ timed! {
     list_clients() -> Vec<ClientRecord>;
     set_client_secret(id: &str, secret_hash: &str) -> bool;
     delete_client(id: &str, now: i64) -> bool;
-    connection_generation(key: &str) -> Option<i64>;
-    record_connection(key: &str) -> ();
-    bump_connection(key: &str) -> i64;
+    connection(key: &str) -> Option<ConnectionRecord>;
+    renew_connection(
+        key: &str,
+        expected: Option<i64>,
+        generation: i64,
+        sealed: &ConnectionToken,
+        record: &TokenRecord
+    ) -> bool;
+    reseal_connection(key: &str, generation: i64, sealed: &ConnectionToken) -> bool;
     regrant_token(
         hash: &TokenHash,
         scope: &str,

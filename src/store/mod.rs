@@ -139,6 +139,30 @@ pub enum Rotation {
     Invalid,
 }
 
+/// A reused connection (`reuse_tokens`): one per client, user, bound resource and device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionRecord {
+    /// Moves on each time the connection gets a new token (its last one was revoked,
+    /// expired or swept).
+    pub generation: i64,
+    /// The connection's token; `None` for a connection recorded before tokens were
+    /// sealed, whose token was derived from the store's key.
+    pub token: Option<ConnectionToken>,
+}
+
+/// A reused connection's token as the store keeps it: random, and sealed under a key
+/// the store never holds (`oauth.secrets_key_file` / `AUTHGATE_OAUTH__SECRETS_KEYS`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionToken {
+    /// Its hash, as in the tokens table.
+    pub hash: TokenHash,
+    /// The id of the key it is sealed under.
+    pub key_id: String,
+    /// Nonce, ciphertext and tag, bound to the connection, generation and hash (see
+    /// `oauth::reuse`).
+    pub sealed: Vec<u8>,
+}
+
 /// A stored authorization code (by hash).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CodeRecord {
@@ -235,14 +259,30 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes a client and revokes its tokens; false if there is no such client.
     async fn delete_client(&self, id: &str, now: i64) -> Result<bool, StoreError>;
 
-    /// The generation of a reused connection's token (0 if new).
-    /// `None` if no token was ever issued for it.
-    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError>;
-    /// Records that generation 0 of a connection was issued (no-op if recorded), so a
-    /// token swept after it was revoked or expired is never handed out again.
-    async fn record_connection(&self, key: &str) -> Result<(), StoreError>;
-    /// Moves a connection to its next generation (its token was revoked); returns it.
-    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError>;
+    /// A reused connection (`reuse_tokens`) as recorded; `None` if no token was ever
+    /// issued for it.
+    async fn connection(&self, key: &str) -> Result<Option<ConnectionRecord>, StoreError>;
+    /// Gives connection `key` the token `record`, sealed as `sealed`, at `generation`,
+    /// and stores `record`, in one transaction, provided the connection is still as the
+    /// caller read it: at generation `expected`, or not recorded (`None`). Otherwise
+    /// nothing is written and the answer is false (another authorization came first).
+    async fn renew_connection(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        generation: i64,
+        sealed: &ConnectionToken,
+        record: &TokenRecord,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the sealed form of a connection's current token (re-sealed under another
+    /// key), provided the connection still holds that token (`sealed.hash`) at
+    /// `generation`; false if it moved on.
+    async fn reseal_connection(
+        &self,
+        key: &str,
+        generation: i64,
+        sealed: &ConnectionToken,
+    ) -> Result<bool, StoreError>;
     /// Gives an existing token a new grant (scope, bound resources, family): a reused
     /// connection re-authorized with other choices.
     async fn regrant_token(

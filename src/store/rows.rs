@@ -6,7 +6,10 @@ use sqlx::postgres::PgRow;
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
-use super::{ClientRecord, CodeRecord, Revocation, StoreError, TokenKind, TokenRecord, UserRecord};
+use super::{
+    ClientRecord, CodeRecord, ConnectionRecord, ConnectionToken, Revocation, StoreError, TokenKind,
+    TokenRecord, UserRecord,
+};
 use crate::token::TokenHash;
 
 /// Typed column access by name, for the row types of both backends.
@@ -123,6 +126,30 @@ pub(super) fn code(row: &impl Columns) -> Result<CodeRecord, StoreError> {
     })
 }
 
+pub(super) fn connection(row: &impl Columns) -> Result<ConnectionRecord, StoreError> {
+    let token = match (
+        row.opt_bytes("token_hash")?,
+        row.opt_text("key_id")?,
+        row.opt_bytes("sealed")?,
+    ) {
+        (None, None, None) => None,
+        (Some(h), Some(key_id), Some(sealed)) => Some(ConnectionToken {
+            hash: hash(h)?,
+            key_id,
+            sealed,
+        }),
+        _ => {
+            return Err(StoreError::Corrupt(
+                "a connection's token is partly missing".into(),
+            ))
+        }
+    };
+    Ok(ConnectionRecord {
+        generation: row.int("generation")?,
+        token,
+    })
+}
+
 /// The values of a revocation log row's (hash, family, client_id, subject) columns.
 pub(super) type RevocationColumns<'a> = (
     Option<Vec<u8>>,
@@ -167,6 +194,22 @@ pub(super) mod sql {
     /// Deletes up to `$2` codes that expired before `$1`.
     pub const SWEEP_CODES: &str = "DELETE FROM codes WHERE hash IN (SELECT hash FROM codes \
          WHERE expires_at < $1 LIMIT $2)";
+    /// A reused connection: key `$1`.
+    pub const CONNECTION: &str =
+        "SELECT generation, token_hash, key_id, sealed FROM connections WHERE key = $1";
+    /// Records connection `$1` at generation `$2` with token hash `$3`, key id `$4` and
+    /// sealed token `$5`, unless it is recorded already.
+    pub const INSERT_CONNECTION: &str = "INSERT INTO connections \
+         (key, generation, token_hash, key_id, sealed) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (key) DO NOTHING";
+    /// Moves connection `$5` from generation `$6` to generation `$1` with token hash `$2`,
+    /// key id `$3` and sealed token `$4`.
+    pub const RENEW_CONNECTION: &str = "UPDATE connections SET generation = $1, \
+         token_hash = $2, key_id = $3, sealed = $4 WHERE key = $5 AND generation = $6";
+    /// Re-seals (key id `$1`, sealed token `$2`) the token of connection `$3` if it is still
+    /// at generation `$4` with token hash `$5`.
+    pub const RESEAL_CONNECTION: &str = "UPDATE connections SET key_id = $1, sealed = $2 \
+         WHERE key = $3 AND generation = $4 AND token_hash = $5";
     /// Deletes up to `$2` revocation log entries older than `$1`.
     pub const SWEEP_LOG: &str = "DELETE FROM revocations WHERE seq IN (SELECT seq FROM \
          revocations WHERE at < $1 LIMIT $2)";

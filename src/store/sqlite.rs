@@ -29,8 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::retry;
 use super::rows::{self, sql, TOKEN_COLUMNS};
 use super::{
-    redact_url, ClientRecord, CodeRecord, PoolOptions, Redeem, Revocation, Rotation, Store,
-    StoreError, TokenKind, TokenRecord, UserRecord,
+    redact_url, ClientRecord, CodeRecord, ConnectionRecord, ConnectionToken, PoolOptions, Redeem,
+    Revocation, Rotation, Store, StoreError, TokenKind, TokenRecord, UserRecord,
 };
 use crate::secret::SecretKey;
 use crate::token::TokenHash;
@@ -330,25 +330,55 @@ impl SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_connection_once(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO connections (key, generation) VALUES (?, 0) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(key)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+    async fn renew_connection_once(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        generation: i64,
+        sealed: &ConnectionToken,
+        record: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        // Beside the group-commit writer: the token must commit with the connection's
+        // move to it, or not at all.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let claim = match expected {
+            None => sqlx::query(sql::INSERT_CONNECTION)
+                .bind(key)
+                .bind(generation)
+                .bind(&sealed.hash.0[..])
+                .bind(&sealed.key_id)
+                .bind(&sealed.sealed),
+            Some(from) => sqlx::query(sql::RENEW_CONNECTION)
+                .bind(generation)
+                .bind(&sealed.hash.0[..])
+                .bind(&sealed.key_id)
+                .bind(&sealed.sealed)
+                .bind(key)
+                .bind(from),
+        };
+        if claim.execute(&mut *tx).await?.rows_affected() != 1 {
+            return Ok(false);
+        }
+        insert_rows(&mut tx, &[record]).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
-    async fn bump_connection_once(&self, key: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "INSERT INTO connections (key, generation) VALUES (?, 1) \
-             ON CONFLICT (key) DO UPDATE SET generation = generation + 1 RETURNING generation",
-        )
-        .bind(key)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get("generation")?)
+    async fn reseal_connection_once(
+        &self,
+        key: &str,
+        generation: i64,
+        sealed: &ConnectionToken,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::RESEAL_CONNECTION)
+            .bind(&sealed.key_id)
+            .bind(&sealed.sealed)
+            .bind(key)
+            .bind(generation)
+            .bind(&sealed.hash.0[..])
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn regrant_token_once(
@@ -677,23 +707,40 @@ impl Store for SqliteStore {
         retry::retry("delete_client", move || self.delete_client_once(id, now)).await
     }
 
-    async fn connection_generation(&self, key: &str) -> Result<Option<i64>, StoreError> {
-        let row = sqlx::query("SELECT generation FROM connections WHERE key = ?")
+    async fn connection(&self, key: &str) -> Result<Option<ConnectionRecord>, StoreError> {
+        sqlx::query(sql::CONNECTION)
             .bind(key)
             .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("generation")).transpose()?)
+            .await?
+            .as_ref()
+            .map(rows::connection)
+            .transpose()
     }
 
-    async fn record_connection(&self, key: &str) -> Result<(), StoreError> {
-        retry::retry("record_connection", move || {
-            self.record_connection_once(key)
+    async fn renew_connection(
+        &self,
+        key: &str,
+        expected: Option<i64>,
+        generation: i64,
+        sealed: &ConnectionToken,
+        record: &TokenRecord,
+    ) -> Result<bool, StoreError> {
+        retry::retry("renew_connection", move || {
+            self.renew_connection_once(key, expected, generation, sealed, record)
         })
         .await
     }
 
-    async fn bump_connection(&self, key: &str) -> Result<i64, StoreError> {
-        retry::retry("bump_connection", move || self.bump_connection_once(key)).await
+    async fn reseal_connection(
+        &self,
+        key: &str,
+        generation: i64,
+        sealed: &ConnectionToken,
+    ) -> Result<bool, StoreError> {
+        retry::retry("reseal_connection", move || {
+            self.reseal_connection_once(key, generation, sealed)
+        })
+        .await
     }
 
     async fn regrant_token(

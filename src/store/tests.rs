@@ -63,14 +63,6 @@ async fn contract(store: std::sync::Arc<dyn Store>) {
     assert!(!store.set_client_secret("nope", "x").await.unwrap());
     assert_eq!(store.list_clients().await.unwrap().len(), 1);
 
-    // Connections (reuse_tokens): unknown, recorded at generation 0, then bumped.
-    assert_eq!(store.connection_generation("k").await.unwrap(), None);
-    store.record_connection("k").await.unwrap();
-    store.record_connection("k").await.unwrap();
-    assert_eq!(store.connection_generation("k").await.unwrap(), Some(0));
-    assert_eq!(store.bump_connection("k").await.unwrap(), 1);
-    assert_eq!(store.connection_generation("k").await.unwrap(), Some(1));
-
     // Tokens, with a refresh token parenting an access token.
     let mut access = record(TokenKind::Access, "a1", "f1", Some(2000));
     let refresh = record(TokenKind::Refresh, "r1", "f1", None);
@@ -246,6 +238,144 @@ async fn postgres_store_contract() {
         return;
     };
     contract(store).await;
+}
+
+/// A connection token sealed as `sealed` for the token `value`.
+fn sealed(value: &str, key_id: &str, sealed: &[u8]) -> ConnectionToken {
+    ConnectionToken {
+        hash: token::hash(value),
+        key_id: key_id.into(),
+        sealed: sealed.to_vec(),
+    }
+}
+
+/// Connections (reuse_tokens): a connection moves to a new token only from the state its
+/// caller read, together with storing that token, or not at all. `legacy` runs SQL on
+/// the same database (a row recorded before tokens were sealed).
+async fn connections(store: std::sync::Arc<dyn Store>, legacy: impl AsyncFnOnce(&str)) {
+    // Keys separate their parts with NUL, as `oauth::reuse` makes them.
+    const K: &str = "app\0alice\0loc-1\0";
+    let first = record(TokenKind::Access, "conn-0", "f0", None);
+    let s0 = sealed("conn-0", "k1", b"nonce+ciphertext 0");
+    assert_eq!(store.connection(K).await.unwrap(), None);
+    assert!(store
+        .renew_connection(K, None, 0, &s0, &first)
+        .await
+        .unwrap());
+    let at0 = ConnectionRecord {
+        generation: 0,
+        token: Some(s0.clone()),
+    };
+    assert_eq!(store.connection(K).await.unwrap(), Some(at0.clone()));
+    assert_eq!(store.get_token(&first.hash).await.unwrap(), Some(first));
+    // Another authorization read the same state and lost: nothing of it is written.
+    let lost = record(TokenKind::Access, "conn-lost", "f0", None);
+    let s_lost = sealed("conn-lost", "k1", b"lost");
+    for expected in [None, Some(7)] {
+        assert!(!store
+            .renew_connection(K, expected, 1, &s_lost, &lost)
+            .await
+            .unwrap());
+    }
+    assert_eq!(store.get_token(&lost.hash).await.unwrap(), None);
+    assert_eq!(store.connection(K).await.unwrap(), Some(at0));
+    // The next generation.
+    let next = record(TokenKind::Access, "conn-1", "f1", Some(9000));
+    let s1 = sealed("conn-1", "k1", b"nonce+ciphertext 1");
+    assert!(store
+        .renew_connection(K, Some(0), 1, &s1, &next)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.get_token(&next.hash).await.unwrap(),
+        Some(next.clone())
+    );
+    // A token that cannot be stored (its hash exists) leaves the connection as it was.
+    let s_dup = sealed("conn-1", "k1", b"duplicate");
+    assert!(store
+        .renew_connection(K, Some(1), 2, &s_dup, &next)
+        .await
+        .is_err());
+    assert_eq!(
+        store.connection(K).await.unwrap().unwrap().token,
+        Some(s1.clone())
+    );
+    // Re-sealing (key rotation) keeps generation and hash, and only from that state.
+    let resealed = sealed("conn-1", "k2", b"under k2");
+    assert!(!store.reseal_connection(K, 0, &resealed).await.unwrap());
+    let other_token = sealed("conn-0", "k2", b"under k2");
+    assert!(!store.reseal_connection(K, 1, &other_token).await.unwrap());
+    assert!(store.reseal_connection(K, 1, &resealed).await.unwrap());
+    assert_eq!(
+        store.connection(K).await.unwrap(),
+        Some(ConnectionRecord {
+            generation: 1,
+            token: Some(resealed),
+        })
+    );
+    // Connections are independent.
+    assert_eq!(store.connection("app\0bob\0loc-1\0").await.unwrap(), None);
+
+    // Concurrent first authorizations of one connection: exactly one wins.
+    let racers: Vec<_> = (0..4)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let value = format!("race-{i}");
+                let r = record(TokenKind::Access, &value, "fr", None);
+                let s = sealed(&value, "k1", b"race");
+                store.renew_connection("race", None, 0, &s, &r).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for r in racers {
+        won += usize::from(r.await.unwrap().unwrap());
+    }
+    assert_eq!(won, 1);
+
+    // A row from before tokens were sealed: a generation and no token.
+    legacy("INSERT INTO connections (key, generation) VALUES ('old', 3)").await;
+    assert_eq!(
+        store.connection("old").await.unwrap(),
+        Some(ConnectionRecord {
+            generation: 3,
+            token: None,
+        })
+    );
+    let renewed = record(TokenKind::Access, "old-4", "fo", None);
+    assert!(store
+        .renew_connection("old", Some(3), 4, &sealed("old-4", "k1", b"x"), &renewed)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.connection("old").await.unwrap().unwrap().generation,
+        4
+    );
+}
+
+#[tokio::test]
+async fn sqlite_connections_move_on_only_from_what_was_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("c.db").display());
+    let store = open(&url).await.unwrap();
+    let raw = sqlx::SqlitePool::connect(&url).await.unwrap();
+    connections(store, async |q: &str| {
+        sqlx::query(q).execute(&raw).await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_connections_move_on_only_from_what_was_read() {
+    let Some((store, db)) = postgres().await else {
+        return;
+    };
+    let raw = sqlx::PgPool::connect(db.url()).await.unwrap();
+    connections(store, async |q: &str| {
+        sqlx::query(q).execute(&raw).await.unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -72,7 +72,7 @@ impl Gate {
             "[server]\n{https_line}http = \"127.0.0.1:0\"\n{server}\n\
              [tls]\ncert = {cert:?}\nkey = {key:?}\n{tls}\n{store}{rest}"
         );
-        Gate::launch_with_clock(&text, Vec::new(), dir, clock).await
+        Gate::launch_with_clock(&text, test_keys(&text, &[]), dir, clock).await
     }
 
     /// Starts a gateway from a whole config text and environment overrides; `dir` is
@@ -148,6 +148,7 @@ impl Gate {
                 format!("sqlite://{}", dir.path().join("store.db").display()),
             ),
         ];
+        all.extend(test_keys(&text, vars));
         all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         Gate::launch(&text, all, dir).await
     }
@@ -236,6 +237,26 @@ impl Drop for Gate {
             task.abort();
         }
     }
+}
+
+/// The keyring of [`Gate::start`] and [`Gate::example`] gates (`oauth.secrets_…`, which
+/// `reuse_tokens` clients need), unless the test names keys of its own.
+pub const TEST_KEYS: &str = "test-1:dGVzdCBrZXksIGZvciB0ZXN0cyBvbmx5LCAzMiBieXQ=";
+
+/// `AUTHGATE_OAUTH__SECRETS_KEYS` = [`TEST_KEYS`], unless `text` or `vars` set keys.
+fn test_keys(text: &str, vars: &[(&str, &str)]) -> Vec<(String, String)> {
+    let file: toml::Table = text.parse().unwrap_or_default();
+    let in_file = file
+        .get("oauth")
+        .and_then(|o| o.get("secrets_key_file"))
+        .is_some();
+    let in_vars = vars
+        .iter()
+        .any(|(k, _)| k.starts_with("AUTHGATE_OAUTH__SECRETS_KEY"));
+    if in_file || in_vars {
+        return Vec::new();
+    }
+    vec![(authgate::keyring::KEYS_VAR.into(), TEST_KEYS.into())]
 }
 
 /// A `[[route]]` block.
