@@ -128,9 +128,7 @@ impl OAuth {
             logins: login_limiter(),
             account_attempts: login_limiter(),
             client_failures: Arc::new(limiter::FailureLimiter::new(
-                config.rate_limits.client_failures_per_id,
-                config.rate_limits.client_failures_per_ip,
-                config.rate_limits.client_failures_window.as_secs() as i64,
+                config.rate_limits.client_failures,
                 clock.clone(),
             )),
             hashing: Arc::new(tokio::sync::Semaphore::new(4)),
@@ -264,6 +262,7 @@ impl OAuth {
                     self.client_failures.failed(&claimed, client_ip);
                 }
             })?;
+        self.client_failures.succeeded(&claimed, client_ip);
         *client_id = Some(client.id.clone());
         Ok((form, client))
     }
