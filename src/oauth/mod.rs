@@ -234,7 +234,23 @@ impl OAuth {
         client_id: &mut Option<String>,
     ) -> Result<(form::Form, Arc<client::Client>), OAuthError> {
         let (parts, form) = form::read(req).await?;
-        let claimed = client_auth::claimed_id(&parts.headers, &form).unwrap_or_default();
+        let client = self
+            .authenticate_client(endpoint, &parts.headers, &form, client_ip, client_id)
+            .await?;
+        Ok((form, client))
+    }
+
+    /// Authenticates the client of a form read already (failure counts and the
+    /// per-client rate limit included), and notes its id for the access log.
+    async fn authenticate_client(
+        &self,
+        endpoint: Endpoint,
+        headers: &http::HeaderMap,
+        form: &form::Form,
+        client_ip: std::net::IpAddr,
+        client_id: &mut Option<String>,
+    ) -> Result<Arc<client::Client>, OAuthError> {
+        let claimed = client_auth::claimed_id(headers, form).unwrap_or_default();
         let limited = |secs: i64| {
             OAuthError::RateLimited(crate::ratelimit::Limited {
                 retry_after: std::time::Duration::from_secs(secs.max(1) as u64),
@@ -246,7 +262,7 @@ impl OAuth {
         self.limits
             .oauth_client(&claimed)
             .map_err(OAuthError::RateLimited)?;
-        let client = client_auth::authenticate(&self.clients, &parts.headers, &form)
+        let client = client_auth::authenticate(&self.clients, headers, form)
             .await
             .and_then(|c| {
                 if c.public && !endpoint.serves_public_clients() {
@@ -264,7 +280,7 @@ impl OAuth {
             })?;
         self.client_failures.succeeded(&claimed, client_ip);
         *client_id = Some(client.id.clone());
-        Ok((form, client))
+        Ok(client)
     }
 }
 
