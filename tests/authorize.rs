@@ -966,3 +966,65 @@ async fn a_refresh_for_a_user_who_no_longer_exists_is_refused() {
     );
     assert_eq!(refresh(&gate, &carol_refresh).await.status(), 200);
 }
+
+/// A `[[user]]` removed from the file while authgate was stopped: at start, the tokens
+/// and unspent codes acting for them are revoked, as a reload would have done. Users of
+/// the store, and the subject a client acts for, keep theirs.
+#[tokio::test]
+async fn a_user_removed_while_stopped_loses_their_tokens_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    // "svc" acts for dave, who is no user: its tokens are not orphans.
+    let svc = "[[client]]\nid = \"svc\"\nsecret = \"svc-secret\"\nsubject = \"dave\"\n\
+               scopes = \"profile\"\n";
+    let with_bob = users_file(dir.path(), &["bob", "carol"]) + svc;
+    let without_bob = users_file(dir.path(), &["carol"]) + svc;
+    std::fs::write(&path, &with_bob).unwrap();
+    let keep = tempfile::tempdir().unwrap();
+    let gate = Gate::from_file(&path, keep).await;
+    let erin = authgate::store::UserRecord {
+        name: "erin".into(),
+        password_hash: authgate::oauth::password::hash("erin-pw").unwrap(),
+        settings: serde_json::json!({}),
+        created_at: 1,
+    };
+    gate.store().await.insert_user(&erin).await.unwrap();
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", CB),
+        ("scope", "profile"),
+    ];
+    let bob_code = code_of(&consent(&gate, &params, "bob", "bob-pw", "approve").await);
+    let (carol_access, _) = tokens_of(&gate, "carol").await;
+    let (erin_access, _) = tokens_of(&gate, "erin").await;
+    let dave_access = common::token(&gate, "svc", "svc-secret").await;
+    gate.shutdown().await;
+
+    std::fs::write(&path, without_bob).unwrap();
+    let gate = Gate::from_file(&path, dir).await;
+    let web = ("web", "web-secret");
+    assert!(
+        !active(&gate, web, &bob_access).await,
+        "the removed user's access token survived the start"
+    );
+    assert_eq!(
+        json(refresh(&gate, &bob_refresh).await).await["error"],
+        "invalid_grant"
+    );
+    let resp = exchange(&gate, web, &bob_code, CB, None).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant", "their code too");
+    assert!(
+        active(&gate, web, &carol_access).await,
+        "file users keep theirs"
+    );
+    assert!(
+        active(&gate, web, &erin_access).await,
+        "store users keep theirs"
+    );
+    assert!(
+        active(&gate, ("svc", "svc-secret"), &dave_access).await,
+        "a client's subject keeps its tokens"
+    );
+}

@@ -34,7 +34,7 @@ use crate::store::Store;
 use crate::token::Codec;
 use client::Clients;
 pub use error::OAuthError;
-pub use users::revoke_removed_users;
+pub use users::{revoke_orphaned_subjects, revoke_removed_users};
 
 /// Where the metadata document is served (RFC 8414 §3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";

@@ -74,6 +74,7 @@ timed! {
         now: i64
     ) -> ();
     clients_with_tokens() -> Vec<String>;
+    subjects_with_tokens() -> Vec<String>;
     insert_tokens(tokens: &[TokenRecord]) -> ();
     get_token(hash: &TokenHash) -> Option<TokenRecord>;
     revoke_token(hash: &TokenHash, now: i64) -> Option<TokenRecord>;

@@ -256,6 +256,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Client ids that hold unrevoked tokens.
     async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError>;
+    /// Subjects (users, accounts, what clients act for) of unrevoked tokens and of
+    /// unspent codes, each once, in order.
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;

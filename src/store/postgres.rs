@@ -847,6 +847,13 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql::SUBJECTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         retry::retry("insert_tokens", move || self.insert_tokens_once(tokens)).await
     }

@@ -164,6 +164,9 @@ pub(super) mod sql {
     /// Deletes up to `$2` tokens that expired or were revoked before `$1`.
     pub const SWEEP_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
          WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)";
+    /// [`Store::subjects_with_tokens`](crate::store::Store::subjects_with_tokens).
+    pub const SUBJECTS: &str = "SELECT subject FROM tokens WHERE revoked_at IS NULL AND \
+         subject IS NOT NULL UNION SELECT subject FROM codes WHERE used_at IS NULL ORDER BY 1";
     /// Deletes up to `$2` codes that expired before `$1`.
     pub const SWEEP_CODES: &str = "DELETE FROM codes WHERE hash IN (SELECT hash FROM codes \
          WHERE expires_at < $1 LIMIT $2)";

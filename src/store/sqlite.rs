@@ -719,6 +719,13 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql::SUBJECTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
         let pending = PendingInsert {

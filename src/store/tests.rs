@@ -355,6 +355,71 @@ async fn unwritable_location_is_a_clear_open_error() {
 }
 
 #[tokio::test]
+async fn sqlite_subjects_with_tokens() {
+    let (store, _dir) = sqlite().await;
+    subjects(store).await;
+}
+
+#[tokio::test]
+async fn postgres_subjects_with_tokens() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    subjects(store).await;
+}
+
+/// Subjects of unrevoked tokens (expired ones too, until swept) and of unspent codes,
+/// each once: what a start compares with the users it knows.
+async fn subjects(store: std::sync::Arc<dyn Store>) {
+    assert!(store.subjects_with_tokens().await.unwrap().is_empty());
+    let token = |value: &str, subject: Option<&str>, expires: Option<i64>| TokenRecord {
+        subject: subject.map(Into::into),
+        ..record(TokenKind::Access, value, value, expires)
+    };
+    store
+        .insert_tokens(&[
+            token("t1", Some("bob"), None),
+            token("t2", Some("bob"), Some(1)),
+            token("t3", Some("alice"), Some(1)),
+            token("t4", None, None),
+            token("t5", Some("carol"), None),
+        ])
+        .await
+        .unwrap();
+    store.revoke_token(&token::hash("t5"), 10).await.unwrap();
+    let code = |value: &str, subject: &str| CodeRecord {
+        hash: token::hash(value),
+        client_id: "c1".into(),
+        redirect_uri: String::new(),
+        code_challenge: None,
+        scope: String::new(),
+        subject: subject.into(),
+        extra: serde_json::Map::new(),
+        family: value.into(),
+        expires_at: 5000,
+        device_id: None,
+    };
+    store.insert_code(&code("k1", "dave")).await.unwrap();
+    store.insert_code(&code("k2", "erin")).await.unwrap();
+    store.insert_code(&code("k3", "bob")).await.unwrap();
+    let spent = store
+        .redeem_code(&token::hash("k2"), 100, &any_code)
+        .await
+        .unwrap();
+    assert!(matches!(spent, Redeem::Fresh(_)));
+    assert_eq!(
+        store.subjects_with_tokens().await.unwrap(),
+        ["alice", "bob", "dave"],
+        "carol's token is revoked, erin's code spent, t4 acts for nobody"
+    );
+    store.delete_user("bob", 20).await.unwrap();
+    assert_eq!(
+        store.subjects_with_tokens().await.unwrap(),
+        ["alice", "dave"]
+    );
+}
+
+#[tokio::test]
 async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
     let (store, _dir) = sqlite().await;
     codes(store).await;
