@@ -10,6 +10,7 @@ mod authorize;
 pub mod client;
 pub mod client_auth;
 mod code_grant;
+mod csrf;
 pub mod error;
 pub mod form;
 pub mod grants;

@@ -307,6 +307,12 @@ pub trait Store: Send + Sync + 'static {
     /// Whether a spent code has been presented again since.
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError>;
 
+    /// Spends a single-use value (by hash; the authorize page's CSRF values) that
+    /// expires at `expires_at`: true the first time, false ever after (until the sweep
+    /// deletes it past its expiry, when the value is refused anyway). Atomic: of two
+    /// concurrent calls, on any instance sharing the store, exactly one gets true.
+    async fn spend_nonce(&self, hash: &TokenHash, expires_at: i64) -> Result<bool, StoreError>;
+
     /// Revocations logged after `seq`, with the newest sequence number (pass it next
     /// time). `seq = None` returns no entries, only the current newest number.
     async fn revocations_since(

@@ -170,6 +170,12 @@ pub(super) mod sql {
     /// Deletes up to `$2` codes that expired before `$1`.
     pub const SWEEP_CODES: &str = "DELETE FROM codes WHERE hash IN (SELECT hash FROM codes \
          WHERE expires_at < $1 LIMIT $2)";
+    /// Deletes up to `$2` spent single-use values that expired before `$1`.
+    pub const SWEEP_NONCES: &str = "DELETE FROM spent_nonces WHERE hash IN (SELECT hash FROM \
+         spent_nonces WHERE expires_at < $1 LIMIT $2)";
+    /// Spends a single-use value: one row affected the first time, none after.
+    pub const SPEND_NONCE: &str = "INSERT INTO spent_nonces (hash, expires_at) VALUES ($1, $2) \
+         ON CONFLICT (hash) DO NOTHING";
     /// Deletes up to `$2` revocation log entries older than `$1`.
     pub const SWEEP_LOG: &str = "DELETE FROM revocations WHERE seq IN (SELECT seq FROM \
          revocations WHERE at < $1 LIMIT $2)";

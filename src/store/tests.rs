@@ -573,9 +573,17 @@ async fn sweep(store: std::sync::Arc<dyn Store>) {
         device_id: None,
     };
     store.insert_code(&code).await.unwrap();
+    assert!(store
+        .spend_nonce(&token::hash("old-form"), 100)
+        .await
+        .unwrap());
+    assert!(store
+        .spend_nonce(&token::hash("open-form"), 500)
+        .await
+        .unwrap());
 
-    // Batches of 10: 26 tokens, 1 code, 1 log entry.
-    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(28));
+    // Batches of 10: 26 tokens, 1 code, 1 spent nonce, 1 log entry.
+    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(29));
     for t in &tokens[..26] {
         assert!(store.get_token(&t.hash).await.unwrap().is_none());
     }
@@ -588,7 +596,55 @@ async fn sweep(store: std::sync::Arc<dyn Store>) {
     );
     let (_, log) = store.revocations_since(Some(0)).await.unwrap();
     assert_eq!(log, vec![Revocation::Family("newer".into())]);
+    assert!(
+        !store
+            .spend_nonce(&token::hash("open-form"), 500)
+            .await
+            .unwrap(),
+        "a value that has not expired stays spent"
+    );
     assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(0));
+}
+
+#[tokio::test]
+async fn sqlite_nonces_are_spent_once() {
+    let (store, _dir) = sqlite().await;
+    nonces(store).await;
+}
+
+#[tokio::test]
+async fn postgres_nonces_are_spent_once() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    nonces(store).await;
+}
+
+/// A single-use value is spent once, also by concurrent callers.
+async fn nonces(store: std::sync::Arc<dyn Store>) {
+    let a = token::hash("form-a");
+    assert!(store.spend_nonce(&a, 1000).await.unwrap());
+    assert!(!store.spend_nonce(&a, 1000).await.unwrap());
+    assert!(
+        !store.spend_nonce(&a, 2000).await.unwrap(),
+        "whatever the expiry"
+    );
+    assert!(store
+        .spend_nonce(&token::hash("form-b"), 1000)
+        .await
+        .unwrap());
+    let c = token::hash("form-c");
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.spend_nonce(&c, 1000).await.unwrap() })
+        })
+        .collect();
+    let mut first = 0;
+    for r in racing {
+        first += usize::from(r.await.unwrap());
+    }
+    assert_eq!(first, 1, "exactly one of eight concurrent spends");
 }
 
 #[tokio::test]
