@@ -262,9 +262,7 @@ fn keep_restart_only(started: &Config, new: &mut Config) {
     n.login_attempts_per_ip = o.login_attempts_per_ip;
     n.login_window = o.login_window;
     let (o, n) = (&started.rate_limits, &mut new.rate_limits);
-    n.client_failures_per_id = o.client_failures_per_id;
-    n.client_failures_per_ip = o.client_failures_per_ip;
-    n.client_failures_window = o.client_failures_window;
+    n.client_failures = o.client_failures;
 }
 
 /// The keys read only at startup whose values differ.
@@ -323,9 +321,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "oauth.login_*",
         ),
         (
-            lo.client_failures_per_id != ln.client_failures_per_id
-                || lo.client_failures_per_ip != ln.client_failures_per_ip
-                || lo.client_failures_window != ln.client_failures_window,
+            lo.client_failures != ln.client_failures,
             "rate_limits.client_failures_*",
         ),
     ];

@@ -276,7 +276,8 @@ impl Server {
 
 /// Revokes the tokens of clients (and accounts) that exist neither in the file nor in
 /// the store: removing a `[[client]]` from the file must end its access, as
-/// `authgate client remove` does. Runs at startup and on every reload.
+/// `authgate client remove` does; then those of users nobody declares any more
+/// ([`crate::oauth::revoke_orphaned_subjects`]). Runs at startup and on every reload.
 pub(crate) async fn revoke_orphaned_tokens(
     config: &Config,
     store: &Arc<dyn crate::store::Store>,
@@ -294,7 +295,7 @@ pub(crate) async fn revoke_orphaned_tokens(
             tracing::warn!(client_id = %id, "client no longer configured: its tokens were revoked");
         }
     }
-    Ok(())
+    crate::oauth::revoke_orphaned_subjects(config, store, clock()).await
 }
 
 async fn bind(key: &'static str, addr: SocketAddr) -> Result<TcpListener, ServerError> {

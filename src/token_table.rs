@@ -654,6 +654,12 @@ mod tests {
         async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError> {
             self.inner.clients_with_tokens().await
         }
+        async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+            self.inner.subjects_with_tokens().await
+        }
+        async fn spend_nonce(&self, h: &TokenHash, e: i64) -> Result<bool, StoreError> {
+            self.inner.spend_nonce(h, e).await
+        }
         async fn insert_tokens(&self, t: &[TokenRecord]) -> Result<(), StoreError> {
             self.inner.insert_tokens(t).await
         }

@@ -383,16 +383,16 @@ async fn deny_wrong_password_and_csrf() {
     let resp = consent(&gate, &web_params(&[]), "mallory", "x", "approve").await;
     assert_eq!(resp.status(), 401);
 
-    // A form whose CSRF token is missing, or belongs to another request.
+    // A form whose CSRF token is missing, or belongs to another request (with the
+    // page's own cookie: only the token is wrong).
     let page = gate
         .client()
         .get(authorize_url(&gate, &web_params(&[])))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    let cookie = flow::csrf_cookie(&page);
+    let page = page.text().await.unwrap();
     let mut form = hidden_fields(&page);
     form.push(("username".into(), "alice".into()));
     form.push(("password".into(), "alice-pw".into()));
@@ -406,6 +406,7 @@ async fn deny_wrong_password_and_csrf() {
     let resp = gate
         .client()
         .post(gate.url("/oauth/authorize"))
+        .header("cookie", &cookie)
         .form(&tampered)
         .send()
         .await
@@ -416,11 +417,109 @@ async fn deny_wrong_password_and_csrf() {
     let resp = gate
         .client()
         .post(gate.url("/oauth/authorize"))
+        .header("cookie", &cookie)
         .form(&form)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
+}
+
+/// A rendered page: its CSRF cookie (`name=value`) and its form, filled in.
+async fn page_form(gate: &Gate, user: &str, pw: &str) -> (String, Vec<(String, String)>) {
+    let page = gate
+        .client()
+        .get(authorize_url(gate, &web_params(&[])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 200);
+    let cookie = flow::csrf_cookie(&page);
+    let mut form = hidden_fields(&page.text().await.unwrap());
+    form.push(("username".into(), user.into()));
+    form.push(("password".into(), pw.into()));
+    form.push(("decision".into(), "approve".into()));
+    (cookie, form)
+}
+
+/// Submits `form` with `cookie` (and `origin`, if any).
+async fn submit(
+    gate: &Gate,
+    cookie: Option<&str>,
+    origin: Option<&str>,
+    form: &[(String, String)],
+) -> reqwest::Response {
+    let mut req = gate.client().post(gate.url("/oauth/authorize")).form(form);
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    req.send().await.unwrap()
+}
+
+/// Login CSRF: a form fetched by an attacker (its value and its cookie jar) is refused in
+/// anybody else's browser; every value works once; and only the issuer's origin may
+/// post it.
+#[tokio::test]
+async fn csrf_values_are_bound_to_the_browser_spent_once_and_posted_from_the_issuer() {
+    let Env { gate, .. } = env().await;
+    let (attacker_cookie, attacker_form) = page_form(&gate, "alice", "alice-pw").await;
+    let (victim_cookie, victim_form) = page_form(&gate, "alice", "alice-pw").await;
+    assert_ne!(attacker_cookie, victim_cookie, "each browser its own nonce");
+
+    // Replayed from another cookie jar, or with none: refused, nothing issued.
+    for cookie in [Some(victim_cookie.as_str()), None] {
+        let resp = submit(&gate, cookie, None, &attacker_form).await;
+        assert_eq!(resp.status(), 400, "{cookie:?}");
+        assert!(resp.headers().get("location").is_none());
+    }
+    // In its own browser the form works, once.
+    let resp = submit(&gate, Some(&victim_cookie), None, &victim_form).await;
+    assert_eq!(resp.status(), 303);
+    let again = submit(&gate, Some(&victim_cookie), None, &victim_form).await;
+    assert_eq!(again.status(), 400, "a second submit of the same value");
+    assert!(again.headers().get("location").is_none());
+    assert!(again.text().await.unwrap().contains("sent already"));
+
+    // A wrong password spends the value too; the page shown again has a fresh one,
+    // bound to the same cookie.
+    let (cookie, mut form) = page_form(&gate, "alice", "wrong").await;
+    let retry = submit(&gate, Some(&cookie), None, &form).await;
+    assert_eq!(retry.status(), 401);
+    assert_eq!(flow::csrf_cookie(&retry), cookie, "the same nonce");
+    let fresh = hidden_fields(&retry.text().await.unwrap());
+    for f in form.iter_mut() {
+        if f.0 == "password" {
+            f.1 = "alice-pw".into();
+        }
+    }
+    assert_eq!(
+        submit(&gate, Some(&cookie), None, &form).await.status(),
+        400
+    );
+    let mut form: Vec<(String, String)> = fresh;
+    form.push(("username".into(), "alice".into()));
+    form.push(("password".into(), "alice-pw".into()));
+    form.push(("decision".into(), "approve".into()));
+    assert_eq!(
+        submit(&gate, Some(&cookie), None, &form).await.status(),
+        303
+    );
+
+    // Another origin (or an opaque one) may not post, and spends nothing; the
+    // issuer's may.
+    let (cookie, form) = page_form(&gate, "alice", "alice-pw").await;
+    for origin in ["https://evil.example", "null"] {
+        let resp = submit(&gate, Some(&cookie), Some(origin), &form).await;
+        assert_eq!(resp.status(), 403, "{origin}");
+        assert!(resp.headers().get("location").is_none());
+    }
+    let iss = issuer(&gate).await;
+    let resp = submit(&gate, Some(&cookie), Some(&iss), &form).await;
+    assert_eq!(resp.status(), 303, "from the issuer's origin");
+    assert!(param(&location_params(&resp).1, "code").is_some());
 }
 
 #[tokio::test]
@@ -965,4 +1064,66 @@ async fn a_refresh_for_a_user_who_no_longer_exists_is_refused() {
         "the refused refresh ended the grant"
     );
     assert_eq!(refresh(&gate, &carol_refresh).await.status(), 200);
+}
+
+/// A `[[user]]` removed from the file while authgate was stopped: at start, the tokens
+/// and unspent codes acting for them are revoked, as a reload would have done. Users of
+/// the store, and the subject a client acts for, keep theirs.
+#[tokio::test]
+async fn a_user_removed_while_stopped_loses_their_tokens_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("authgate.toml");
+    // "svc" acts for dave, who is no user: its tokens are not orphans.
+    let svc = "[[client]]\nid = \"svc\"\nsecret = \"svc-secret\"\nsubject = \"dave\"\n\
+               scopes = \"profile\"\n";
+    let with_bob = users_file(dir.path(), &["bob", "carol"]) + svc;
+    let without_bob = users_file(dir.path(), &["carol"]) + svc;
+    std::fs::write(&path, &with_bob).unwrap();
+    let keep = tempfile::tempdir().unwrap();
+    let gate = Gate::from_file(&path, keep).await;
+    let erin = authgate::store::UserRecord {
+        name: "erin".into(),
+        password_hash: authgate::oauth::password::hash("erin-pw").unwrap(),
+        settings: serde_json::json!({}),
+        created_at: 1,
+    };
+    gate.store().await.insert_user(&erin).await.unwrap();
+    let (bob_access, bob_refresh) = tokens_of(&gate, "bob").await;
+    let params = [
+        ("response_type", "code"),
+        ("client_id", "web"),
+        ("redirect_uri", CB),
+        ("scope", "profile"),
+    ];
+    let bob_code = code_of(&consent(&gate, &params, "bob", "bob-pw", "approve").await);
+    let (carol_access, _) = tokens_of(&gate, "carol").await;
+    let (erin_access, _) = tokens_of(&gate, "erin").await;
+    let dave_access = common::token(&gate, "svc", "svc-secret").await;
+    gate.shutdown().await;
+
+    std::fs::write(&path, without_bob).unwrap();
+    let gate = Gate::from_file(&path, dir).await;
+    let web = ("web", "web-secret");
+    assert!(
+        !active(&gate, web, &bob_access).await,
+        "the removed user's access token survived the start"
+    );
+    assert_eq!(
+        json(refresh(&gate, &bob_refresh).await).await["error"],
+        "invalid_grant"
+    );
+    let resp = exchange(&gate, web, &bob_code, CB, None).await;
+    assert_eq!(json(resp).await["error"], "invalid_grant", "their code too");
+    assert!(
+        active(&gate, web, &carol_access).await,
+        "file users keep theirs"
+    );
+    assert!(
+        active(&gate, web, &erin_access).await,
+        "store users keep theirs"
+    );
+    assert!(
+        active(&gate, ("svc", "svc-secret"), &dave_access).await,
+        "a client's subject keeps its tokens"
+    );
 }

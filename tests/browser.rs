@@ -94,11 +94,19 @@ async fn a_person_approves_in_headless_chromium_and_lands_on_the_redirect() {
     let callback = Upstream::start().await;
     let cb = format!("{}/cb", callback.url());
     let alice = authgate::oauth::password::hash("alice-pw").unwrap();
+    // The issuer is the page's real origin: the browser's Origin on the form's POST must
+    // be the issuer's, so the port is chosen before the gateway starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let gate = Gate::start(
-        "http_mode = \"serve\"",
+        &format!("http_mode = \"serve\"\nhttps = \"127.0.0.1:{port}\""),
         "",
         &format!(
-            "[[client]]\nid = \"web\"\nname = \"Browser App\"\nsecret = \"web-secret\"\n\
+            "[oauth]\nissuer = \"https://127.0.0.1:{port}\"\n\
+             [[client]]\nid = \"web\"\nname = \"Browser App\"\nsecret = \"web-secret\"\n\
              grants = [\"authorization_code\"]\nscopes = \"profile links.r\"\nredirect_uris = [\"{cb}\"]\n\
              [[user]]\nname = \"alice\"\npassword_hash = \"{alice}\"\n"
         ),
@@ -193,10 +201,15 @@ async fn a_person_approves_in_headless_chromium_and_lands_on_the_redirect() {
         if url.starts_with(&cb) {
             break url;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the browser never reached the redirect URI; it is at {url}"
-        );
+        if Instant::now() >= deadline {
+            let source = driver.call(reqwest::Method::GET, &s("/source"), None).await;
+            let text = source.as_str().unwrap_or("");
+            let said = text.split("role=\"alert\">").nth(1).unwrap_or(text);
+            panic!(
+                "the browser never reached the redirect URI; it is at {url}, saying: {}",
+                said.split('<').next().unwrap_or("")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let _ = driver

@@ -586,20 +586,16 @@ async fn store_users_log_in_and_their_removal_revokes_their_tokens() {
     let page_url = format!(
         "https://{addr}/oauth/authorize?response_type=code&client_id=web&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&scope=profile"
     );
-    let html = http
-        .get(&page_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = http.get(&page_url).send().await.unwrap();
+    let cookie = flow::csrf_cookie(&page);
+    let html = page.text().await.unwrap();
     let mut form = flow::hidden_fields(&html);
     form.push(("username".into(), "zoe".into()));
     form.push(("password".into(), "zoe-password-2".into()));
     form.push(("decision".into(), "approve".into()));
     let resp = http
         .post(format!("https://{addr}/oauth/authorize"))
+        .header("cookie", cookie)
         .form(&form)
         .send()
         .await

@@ -174,22 +174,30 @@ async fn three_instances_share_tokens_revocations_and_refresh_rotation() {
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
+    let cookie = flow::csrf_cookie(&page);
     let mut form = hidden_fields(&page.text().await.unwrap());
     form.push(("username".into(), "alice".into()));
     form.push(("password".into(), "alice-pw".into()));
     form.push(("decision".into(), "approve".into()));
-    let resp = b
-        .client()
-        .post(b.url("/oauth/authorize"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let submit = |at: &dyn Target| {
+        at.client()
+            .post(at.url("/oauth/authorize"))
+            .header("cookie", &cookie)
+            .form(&form)
+            .send()
+    };
+    let resp = submit(b).await.unwrap();
     assert_eq!(
         resp.status(),
         303,
         "a consent form signed by A is good on B"
     );
+    // Spent on B, so refused on C and on A: the store holds what was used.
+    for other in [c, a] {
+        let again = submit(other).await.unwrap();
+        assert_eq!(again.status(), 400, "a form used on B is refused elsewhere");
+        assert!(again.headers().get("location").is_none());
+    }
     let (_, query) = flow::location(&resp);
     let code = param(&query, "code").unwrap().to_owned();
     let (status, grant) = post_form(

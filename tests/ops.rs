@@ -5,7 +5,7 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -376,9 +376,11 @@ async fn rate_limits_answer_429_with_retry_after_and_recover() {
 }
 
 #[tokio::test]
-async fn client_secrets_are_guarded_by_failure_counts_per_client_id() {
+async fn client_secrets_are_guarded_by_failure_counts_per_client_id_and_address() {
     let up = Upstream::start().await;
-    let limits = "[rate_limits]\nclient_failures_per_id = 3\nclient_failures_window = \"1h\"";
+    let limits =
+        "[rate_limits]\nclient_failures_per_id_and_ip = 3\nclient_failures_backoff = \"1h\"\n\
+                  client_failures_backoff_max = \"2h\"";
     let gate = api_gate(&up, limits).await;
     let issue = |id: &'static str, secret: &'static str| {
         post_form(
@@ -396,7 +398,8 @@ async fn client_secrets_are_guarded_by_failure_counts_per_client_id() {
     for _ in 0..3 {
         assert_eq!(issue("reader", "guess").await.status(), 401);
     }
-    // Even the right secret waits now; the other client is not affected.
+    // Even the right secret waits now, from this address; the other client is not
+    // affected.
     let r = issue("reader", "s1").await;
     assert_eq!(r.status(), 429);
     let wait: u64 = r.headers()["retry-after"]
@@ -407,6 +410,71 @@ async fn client_secrets_are_guarded_by_failure_counts_per_client_id() {
     assert!(wait > 3000, "{wait}");
     assert_eq!(json(r).await["error"], "too_many_requests");
     assert_eq!(issue("writer", "s2").await.status(), 200);
+}
+
+/// `Retry-After` of a 429, in seconds.
+fn retry_after(r: &reqwest::Response) -> i64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn wrong_secrets_from_one_address_never_lock_the_client_out_of_another() {
+    let up = Upstream::start().await;
+    let now = Arc::new(AtomicI64::new(2_000_000_000));
+    let n = now.clone();
+    // The default limits.
+    let rest = format!("{CLIENTS}{}", api_route(&up.url(), ""));
+    let clock = Arc::new(move || n.load(Ordering::SeqCst));
+    let gate = Gate::start_with_clock("http_mode = \"serve\"", "", &rest, clock).await;
+    // Two client addresses: all of 127.0.0.0/8 is loopback.
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        gate.client_builder().local_address(ip).build().unwrap()
+    };
+    let (attacker, legit) = (from("127.0.0.2"), from("127.0.0.1"));
+    let issue = |c: &reqwest::Client, secret: &str| {
+        c.post(gate.url("/oauth/token"))
+            .basic_auth("reader", Some(secret))
+            .form(&[("grant_type", "client_credentials")])
+            .send()
+    };
+    // The attacker fails 25 times, waiting out each refusal.
+    let (mut failed, mut waits) = (0, Vec::new());
+    while failed < 25 {
+        let r = issue(&attacker, "guess").await.unwrap();
+        match r.status().as_u16() {
+            401 => failed += 1,
+            429 => {
+                let wait = retry_after(&r);
+                waits.push(wait);
+                now.fetch_add(wait, Ordering::SeqCst);
+            }
+            other => panic!("unexpected {other}"),
+        }
+        let ok = issue(&legit, "s1").await.unwrap();
+        assert_eq!(
+            ok.status(),
+            200,
+            "the client works from its own address after {failed} failures elsewhere"
+        );
+    }
+    // Ten free failures, then 1 s doubling per failure, capped at 15 min.
+    let expected: Vec<i64> = (0..15).map(|k| (1i64 << k).min(900)).collect();
+    assert_eq!(waits, expected);
+    // The attacker's address waits even with the right secret.
+    let r = issue(&attacker, "s1").await.unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(retry_after(&r), 900);
+    assert_eq!(json(r).await["error"], "too_many_requests");
+    // Once it has waited, the right secret works from there too, and clears its count.
+    now.fetch_add(900, Ordering::SeqCst);
+    assert_eq!(issue(&attacker, "s1").await.unwrap().status(), 200);
+    assert_eq!(issue(&attacker, "guess").await.unwrap().status(), 401);
+    assert_eq!(issue(&attacker, "s1").await.unwrap().status(), 200);
 }
 
 fn forward_auth_config(upstream: &str, headers: &str) -> String {

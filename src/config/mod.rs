@@ -21,8 +21,8 @@ use http::{HeaderValue, Uri};
 use ipnet::IpNet;
 
 pub use oauth::{
-    is_object_id, AccountConfig, AuthConfig, ClientConfig, OAuthConfig, StoreConfig, TokenHeader,
-    Ttl, UserConfig,
+    is_object_id, AccountConfig, AccountNotFound, AuthConfig, ClientConfig, OAuthConfig,
+    StoreConfig, TokenHeader, Ttl, UserConfig,
 };
 pub use ops::{
     ForwardAuthConfig, LimitBy, MetricsConfig, OriginalHeaders, Rate, RateLimitsConfig,

@@ -198,6 +198,19 @@ pub struct OAuthConfig {
     pub login_attempts_per_user: u32,
     pub login_attempts_per_ip: u32,
     pub login_window: Duration,
+    /// How the account grant's own path answers an unknown account.
+    pub account_not_found: AccountNotFound,
+}
+
+/// `oauth.account_not_found`: the Hubler path's answer to an account id no
+/// `[[account]]` has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountNotFound {
+    /// 400 "The account not found!", as Hubler documents it: callers learn which
+    /// account ids exist.
+    Distinct,
+    /// The same status and body as a wrong secret (401), so they do not.
+    Uniform,
 }
 
 /// One validated `[[user]]`.
@@ -499,6 +512,20 @@ pub(super) fn oauth(
         login_window: match Ttl::parse(raw.login_window.as_deref().unwrap_or("15m")) {
             Ok(Ttl::After(d)) => d,
             _ => return Err(err(file, "oauth.login_window", "a duration like \"15m\"")),
+        },
+        account_not_found: match raw.account_not_found.as_deref().unwrap_or("distinct") {
+            "distinct" => AccountNotFound::Distinct,
+            "uniform" => AccountNotFound::Uniform,
+            other => {
+                return Err(err(
+                    file,
+                    "oauth.account_not_found",
+                    format!(
+                        "expected \"distinct\" (Hubler's 400 \"The account not found!\") or \"uniform\" (answered like a wrong secret), got {:?}",
+                        other
+                    ),
+                ))
+            }
         },
     })
 }

@@ -41,9 +41,13 @@ pub struct RawForwardAuth {
 pub struct RawRateLimits {
     pub oauth_per_ip: Option<RawRate>,
     pub oauth_per_client: Option<RawRate>,
+    /// The former name of `client_failures_per_id_and_ip`.
     pub client_failures_per_id: Option<u32>,
+    pub client_failures_per_id_and_ip: Option<u32>,
     pub client_failures_per_ip: Option<u32>,
     pub client_failures_window: Option<String>,
+    pub client_failures_backoff: Option<String>,
+    pub client_failures_backoff_max: Option<String>,
 }
 
 /// `{ rate = "20/s", burst = 40 }` (and `by` on routes).
@@ -139,11 +143,9 @@ pub struct RateLimitsConfig {
     /// Per client id (as claimed, before its secret is checked) on the token,
     /// revocation and introspection endpoints, and per account id on the account grant.
     pub oauth_per_client: Option<Rate>,
-    /// Failed client authentications allowed per client id, and per address, in
-    /// `client_failures_window` (brute force of client secrets).
-    pub client_failures_per_id: u32,
-    pub client_failures_per_ip: u32,
-    pub client_failures_window: Duration,
+    /// Failed client authentications (brute force of client secrets), per client id
+    /// and address with a doubling wait, and per address (`client_failures_*`).
+    pub client_failures: crate::oauth::limiter::FailurePolicy,
 }
 
 impl Validator<'_> {
@@ -214,10 +216,7 @@ impl Validator<'_> {
             burst: None,
             by: None,
         };
-        let at_least_one = |key: &str, n: Option<u32>, default: u32| match n.unwrap_or(default) {
-            0 => Err(self.err(key, "must be at least 1")),
-            n => Ok(n),
-        };
+        let client_failures = self.client_failures(&r)?;
         Ok(RateLimitsConfig {
             oauth_per_ip: self.rate(
                 "rate_limits.oauth_per_ip",
@@ -229,21 +228,69 @@ impl Validator<'_> {
                 r.oauth_per_client.unwrap_or_else(off),
                 false,
             )?,
-            client_failures_per_id: at_least_one(
-                "rate_limits.client_failures_per_id",
-                r.client_failures_per_id,
-                10,
-            )?,
-            client_failures_per_ip: at_least_one(
+            client_failures,
+        })
+    }
+
+    /// `client_failures_*`: whole seconds, each wait at least one second and the cap
+    /// no shorter than the first wait.
+    fn client_failures(
+        &self,
+        r: &RawRateLimits,
+    ) -> Result<crate::oauth::limiter::FailurePolicy, ConfigError> {
+        let at_least_one = |key: &str, n: Option<u32>, default: u32| match n.unwrap_or(default) {
+            0 => Err(self.err(key, "must be at least 1")),
+            n => Ok(n),
+        };
+        let per_id_and_ip = match (r.client_failures_per_id_and_ip, r.client_failures_per_id) {
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "rate_limits.client_failures_per_id",
+                    "the former name of client_failures_per_id_and_ip: set only that one",
+                ))
+            }
+            (Some(n), None) => {
+                at_least_one("rate_limits.client_failures_per_id_and_ip", Some(n), 10)?
+            }
+            (None, old) => at_least_one("rate_limits.client_failures_per_id", old, 10)?,
+        };
+        let secs = |key: &str, text: &Option<String>, default: &str| {
+            let d = self.duration(key, text.as_deref(), default)?;
+            match d.as_secs() {
+                0 => Err(self.err(key, "must be at least 1s")),
+                s => Ok(i64::try_from(s).unwrap_or(i64::MAX)),
+            }
+        };
+        let backoff = secs(
+            "rate_limits.client_failures_backoff",
+            &r.client_failures_backoff,
+            "1s",
+        )?;
+        let backoff_max = secs(
+            "rate_limits.client_failures_backoff_max",
+            &r.client_failures_backoff_max,
+            "15m",
+        )?;
+        if backoff_max < backoff {
+            return Err(self.err(
+                "rate_limits.client_failures_backoff_max",
+                "must not be shorter than client_failures_backoff",
+            ));
+        }
+        Ok(crate::oauth::limiter::FailurePolicy {
+            per_id_and_ip,
+            per_ip: at_least_one(
                 "rate_limits.client_failures_per_ip",
                 r.client_failures_per_ip,
                 50,
             )?,
-            client_failures_window: self.duration(
+            window: secs(
                 "rate_limits.client_failures_window",
-                r.client_failures_window.as_deref(),
+                &r.client_failures_window,
                 "15m",
             )?,
+            backoff,
+            backoff_max,
         })
     }
 
@@ -368,6 +415,69 @@ mod tests {
         assert_eq!(r(Some("ip"), false).unwrap().unwrap().by, LimitBy::Ip);
         assert!(r(Some("client"), true).is_err());
         assert!(r(Some("user"), false).is_err());
+    }
+
+    #[test]
+    fn client_failure_limits_are_validated_and_the_former_name_is_read() {
+        let limits = |r: RawRateLimits| v().rate_limits(r).map(|c| c.client_failures);
+        let d = limits(RawRateLimits::default()).unwrap();
+        assert_eq!(
+            (
+                d.per_id_and_ip,
+                d.per_ip,
+                d.window,
+                d.backoff,
+                d.backoff_max
+            ),
+            (10, 50, 900, 1, 900)
+        );
+        let old = limits(RawRateLimits {
+            client_failures_per_id: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(old.unwrap().per_id_and_ip, 3);
+        let cases = [
+            (
+                RawRateLimits {
+                    client_failures_per_id: Some(3),
+                    client_failures_per_id_and_ip: Some(3),
+                    ..Default::default()
+                },
+                "rate_limits.client_failures_per_id: the former name",
+            ),
+            (
+                RawRateLimits {
+                    client_failures_per_id_and_ip: Some(0),
+                    ..Default::default()
+                },
+                "rate_limits.client_failures_per_id_and_ip: must be at least 1",
+            ),
+            (
+                RawRateLimits {
+                    client_failures_backoff: Some("500ms".into()),
+                    ..Default::default()
+                },
+                "rate_limits.client_failures_backoff: must be at least 1s",
+            ),
+            (
+                RawRateLimits {
+                    client_failures_backoff: Some("1h".into()),
+                    ..Default::default()
+                },
+                "rate_limits.client_failures_backoff_max: must not be shorter",
+            ),
+            (
+                RawRateLimits {
+                    client_failures_backoff_max: Some("soon".into()),
+                    ..Default::default()
+                },
+                "rate_limits.client_failures_backoff_max: \"soon\" is not a duration",
+            ),
+        ];
+        for (raw, want) in cases {
+            let e = limits(raw).unwrap_err().to_string();
+            assert!(e.contains(want), "{e}");
+        }
     }
 
     #[test]

@@ -84,6 +84,7 @@ pub struct RawOAuth {
     pub login_attempts_per_user: Option<u32>,
     pub login_attempts_per_ip: Option<u32>,
     pub login_window: Option<String>,
+    pub account_not_found: Option<String>,
 }
 
 /// `[[user]]`: a resource owner who can log in on the authorize page.

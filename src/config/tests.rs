@@ -269,6 +269,17 @@ fn accounts_and_clients_are_validated() {
         "{NO_TLS}[[account]]\nid = \"5723073937d63a18396a1bae\"\nsecret = \"s\""
     ));
     assert!(e.contains("oauth.account_token_path"), "{e}");
+    let e = err(&format!("{NO_TLS}[oauth]\naccount_not_found = \"hidden\""));
+    assert!(
+        e.contains("oauth.account_not_found: expected \"distinct\"") && e.contains("\"uniform\""),
+        "{e}"
+    );
+    let uniform = parse(&format!("{NO_TLS}[oauth]\naccount_not_found = \"uniform\"")).unwrap();
+    assert_eq!(uniform.oauth.account_not_found, AccountNotFound::Uniform);
+    assert_eq!(
+        parse(NO_TLS).unwrap().oauth.account_not_found,
+        AccountNotFound::Distinct
+    );
 
     let client = |body: &str| err(&format!("{NO_TLS}[[client]]\n{body}"));
     assert!(client("secret = \"s\"").contains("client[0].id: missing"));

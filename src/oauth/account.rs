@@ -5,7 +5,13 @@
 //! Errors follow the seed's table: `{"error": "Validation" | "Error",
 //! "error_description": …}` with 400 for validation (missing, unsupported or repeated
 //! parameter; account not an ObjectId; secret not a string; account not found), 401 when
-//! authentication fails, and 503 `"Error"` when the token cannot be stored.
+//! authentication fails, and 503 `"Error"` when the token cannot be stored. "Account not
+//! found" tells callers which account ids exist; `oauth.account_not_found = "uniform"`
+//! answers it like a wrong secret instead.
+//!
+//! The same grant is served at the token endpoint as an RFC 6749 §4.5 extension grant
+//! ([`GRANT_TYPE`], see `token_endpoint`); both use [`OAuth::authenticate_account`] and
+//! [`OAuth::issue_account_token`], so their tokens are alike.
 
 use std::fmt;
 
@@ -19,7 +25,7 @@ use serde::Deserialize;
 
 use super::{form, json_no_store, OAuth};
 use crate::body::Body;
-use crate::config::{is_object_id, AccountConfig};
+use crate::config::{is_object_id, AccountConfig, AccountNotFound};
 use crate::error::json_error;
 use crate::store::{TokenKind, TokenRecord};
 use crate::token::{self, Kind};
@@ -166,12 +172,34 @@ async fn read_params(req: Request<Incoming>) -> Result<Vec<(String, Value)>, Acc
     }
 }
 
+/// The `grant_type` of the account + secret grant at the token endpoint (RFC 6749 §4.5
+/// wants an absolute URI). It has the shape of the IANA `urn:ietf:params:oauth:grant-type:`
+/// names (RFC 6755) without claiming that namespace, which is for registered grants.
+pub const GRANT_TYPE: &str = "urn:authgate:params:oauth:grant-type:account-secret";
+
 /// The validated request.
 #[derive(Debug)]
-struct AccountRequest {
-    account: String,
-    secret: crate::secret::Secret,
-    user_id: Option<String>,
+pub(super) struct AccountRequest {
+    /// 24 lower-case hex digits.
+    pub account: String,
+    pub secret: crate::secret::Secret,
+    /// 24 lower-case hex digits.
+    pub user_id: Option<String>,
+}
+
+/// Why [`OAuth::authenticate_account`] refused a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// Over `rate_limits.oauth_per_client` for this account id.
+    Limited(crate::ratelimit::Limited),
+    /// Over the login limits (`oauth.login_*`): seconds to wait.
+    TooMany(i64),
+    /// No `[[account]]` has this id.
+    NotFound,
+    /// The secret is not the account's.
+    WrongSecret,
+    /// `user_id` is not one of the account's `users`.
+    NotAUser,
 }
 
 /// Validation in the seed's order, without I/O.
@@ -217,6 +245,29 @@ fn validate(params: Vec<(String, Value)>) -> Result<AccountRequest, AccountError
     })
 }
 
+/// The account request of a token endpoint form (the extension grant): `account` and
+/// `secret` required, `user_id` optional; other parameters are not this function's
+/// (RFC 6749 §3.2: unknown ones are ignored). Errors are `invalid_request`.
+pub(super) fn from_token_form(f: &form::Form) -> Result<AccountRequest, super::OAuthError> {
+    let bad = |m: &str| super::OAuthError::InvalidRequest(m.into());
+    let account = match f.get("account") {
+        None => return Err(bad("account is missing")),
+        Some(a) if is_object_id(a) => a.to_ascii_lowercase(),
+        Some(_) => return Err(bad("account must be an ObjectId (24 hex digits)")),
+    };
+    let secret = f.get("secret").ok_or_else(|| bad("secret is missing"))?;
+    let user_id = match f.get("user_id") {
+        None => None,
+        Some(u) if is_object_id(u) => Some(u.to_ascii_lowercase()),
+        Some(_) => return Err(bad("user_id must be an ObjectId (24 hex digits)")),
+    };
+    Ok(AccountRequest {
+        account,
+        secret: crate::secret::Secret::new(secret.to_owned()),
+        user_id,
+    })
+}
+
 impl OAuth {
     pub(super) async fn account_grant(
         &self,
@@ -240,32 +291,83 @@ impl OAuth {
         who: &mut Option<String>,
     ) -> Result<Response<Body>, AccountError> {
         let request = validate(read_params(req).await?)?;
-        if let Err(limited) = self.limits.oauth_client(&request.account) {
-            return Err(AccountError::TooMany(limited.retry_after_secs() as i64));
-        }
+        let failed = invalid_account_or_secret();
+        let account = match self.authenticate_account(&request, client_ip, who) {
+            Ok(a) => a,
+            Err(Refusal::Limited(l)) => {
+                return Err(AccountError::TooMany(l.retry_after_secs() as i64))
+            }
+            Err(Refusal::TooMany(wait)) => return Err(AccountError::TooMany(wait)),
+            Err(Refusal::NotFound) => {
+                return Err(match self.cfg.account_not_found {
+                    AccountNotFound::Distinct => invalid("The account not found!"),
+                    AccountNotFound::Uniform => failed,
+                })
+            }
+            Err(Refusal::WrongSecret) => return Err(failed),
+            Err(Refusal::NotAUser) => {
+                return Err(AccountError::AuthFailed(
+                    "User authentication failed: the user does not belong to this account.",
+                ))
+            }
+        };
+        let scope = account.scope.clone();
+        let Ok((value, _)) = self
+            .issue_account_token(account, request.user_id.as_deref(), &scope)
+            .await
+        else {
+            return Err(AccountError::Internal);
+        };
+        Ok(json_no_store(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "success", "token": value.expose() }),
+        ))
+    }
+
+    /// Checks an account request: the request limits, then the account, its secret and
+    /// the user. Every attempt counts against the login limits (`oauth.login_*`, per
+    /// account id and address) before the secret is checked; a success takes it back.
+    /// An unknown account costs the same hash as a known one. `who` is the token's
+    /// client id (`account:<id>`) once the account is known, for the access log.
+    pub(super) fn authenticate_account(
+        &self,
+        request: &AccountRequest,
+        client_ip: std::net::IpAddr,
+        who: &mut Option<String>,
+    ) -> Result<&AccountConfig, Refusal> {
+        self.limits
+            .oauth_client(&request.account)
+            .map_err(Refusal::Limited)?;
         // Counted before the secret is checked, so parallel guesses cannot outrun it.
         self.account_attempts
             .attempt(&request.account, client_ip)
-            .map_err(AccountError::TooMany)?;
-        let account: &AccountConfig = self
-            .accounts
-            .iter()
-            .find(|a| a.id == request.account)
-            .ok_or_else(|| invalid("The account not found!"))?;
+            .map_err(Refusal::TooMany)?;
+        let Some(account) = self.accounts.iter().find(|a| a.id == request.account) else {
+            let _ = super::client::SecretHash::of("").verify(request.secret.expose());
+            return Err(Refusal::NotFound);
+        };
         *who = Some(format!("account:{}", account.id));
         if !account.secret.verify(request.secret.expose()) {
-            return Err(AccountError::AuthFailed(
-                "User authentication failed: invalid account or secret.",
-            ));
+            return Err(Refusal::WrongSecret);
         }
         if let Some(u) = &request.user_id {
             if !account.users.contains(u) {
-                return Err(AccountError::AuthFailed(
-                    "User authentication failed: the user does not belong to this account.",
-                ));
+                return Err(Refusal::NotAUser);
             }
         }
         self.account_attempts.succeeded(&request.account, client_ip);
+        Ok(account)
+    }
+
+    /// Issues and stores (committed before returning) an access token for `account`,
+    /// acting for `user_id` (or the account), with `scope`. Returns the token and its
+    /// lifetime in seconds (`None`: never expires).
+    pub(super) async fn issue_account_token(
+        &self,
+        account: &AccountConfig,
+        user_id: Option<&str>,
+        scope: &crate::scope::Scope,
+    ) -> Result<(crate::secret::Secret, Option<i64>), crate::store::StoreError> {
         let now = (self.clock)();
         let value = self.codec.mint(Kind::Access);
         let ttl = account
@@ -274,20 +376,15 @@ impl OAuth {
             .secs();
         let mut extra = serde_json::Map::new();
         extra.insert("account_id".into(), account.id.clone().into());
-        if let Some(u) = &request.user_id {
-            extra.insert("user_id".into(), u.clone().into());
+        if let Some(u) = user_id {
+            extra.insert("user_id".into(), u.into());
         }
         let record = TokenRecord {
             hash: token::hash(value.expose()),
             kind: TokenKind::Access,
             client_id: format!("account:{}", account.id),
-            subject: Some(
-                request
-                    .user_id
-                    .clone()
-                    .unwrap_or_else(|| account.id.clone()),
-            ),
-            scope: account.scope.to_string(),
+            subject: Some(user_id.unwrap_or(&account.id).to_owned()),
+            scope: scope.to_string(),
             family: token::random_id(),
             parent: None,
             extra,
@@ -298,15 +395,18 @@ impl OAuth {
         };
         if let Err(e) = self.store.insert_tokens(&[record]).await {
             tracing::error!(error = %e, "cannot store an account token");
-            return Err(AccountError::Internal);
+            return Err(e);
         }
         tracing::info!(account = %account.id, "account token issued");
         self.count_issued("account", &format!("account:{}", account.id));
-        Ok(json_no_store(
-            StatusCode::OK,
-            &serde_json::json!({ "status": "success", "token": value.expose() }),
-        ))
+        Ok((value, ttl))
     }
+}
+
+/// The answer to a wrong secret (and, with `oauth.account_not_found = "uniform"`, to an
+/// unknown account).
+fn invalid_account_or_secret() -> AccountError {
+    AccountError::AuthFailed("User authentication failed: invalid account or secret.")
 }
 
 #[cfg(test)]
@@ -318,6 +418,31 @@ mod tests {
     }
 
     const ID: &str = "5723073937d63a18396a1bae";
+
+    #[test]
+    fn token_endpoint_requests_are_rfc_shaped() {
+        let form = |body: &str| from_token_form(&form::Form::parse(body.as_bytes()).unwrap());
+        let upper = ID.to_ascii_uppercase();
+        let ok = form(&format!(
+            "account={upper}&secret=s&user_id={ID}&scope=x&other=1"
+        ))
+        .unwrap();
+        assert_eq!((ok.account.as_str(), ok.user_id.as_deref()), (ID, Some(ID)));
+        for (body, want) in [
+            ("secret=s".to_string(), "account is missing"),
+            ("account=&secret=s".into(), "account is missing"),
+            ("account=xyz&secret=s".into(), "account must be an ObjectId"),
+            (format!("account={ID}"), "secret is missing"),
+            (
+                format!("account={ID}&secret=s&user_id=u"),
+                "user_id must be",
+            ),
+        ] {
+            let e = form(&body).unwrap_err();
+            assert_eq!(e.code(), "invalid_request", "{body}");
+            assert!(e.description().starts_with(want), "{body}: {e}");
+        }
+    }
 
     #[test]
     fn validation_follows_the_seed_table() {

@@ -6,9 +6,9 @@
 //! authgate is no open redirector. Every other error redirects to the client with
 //! `error`, `error_description` and `state` (for the out-of-band URI, a page shows it).
 //!
-//! The page's form carries the authorization request back with a CSRF token: an HMAC,
-//! under the store's key, of exactly that request and an expiry, so a form cannot be
-//! replayed for another request or after `code_ttl`.
+//! The page's form carries the authorization request back with a CSRF value bound to
+//! the browser's `__Host-` cookie, that request and an expiry, spent once in the store;
+//! a POST from another origin is refused (see [`super::csrf`]).
 
 use std::sync::Arc;
 
@@ -18,6 +18,7 @@ use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 
 use super::client::{Client, GrantType, OOB};
+use super::csrf;
 use super::form::{printable, Form, MAX_FORM_BYTES};
 use super::pages::Consent;
 use super::OAuth;
@@ -75,6 +76,17 @@ impl OAuth {
         who: &mut Option<String>,
     ) -> Response<Body> {
         let method = req.method().clone();
+        // The browser's nonce: the cookie's, or a new one the page will set.
+        let cookie = csrf::cookie_nonce(req.headers());
+        if method == Method::POST {
+            if let Err(origin) = csrf::origin_allowed(req.headers(), &self.cfg.issuer) {
+                tracing::warn!(origin = %printable(&origin), %client_ip, "authorize form posted from another origin");
+                return self.pages.error(
+                    "This form was sent from another site. Start again from the application.",
+                    StatusCode::FORBIDDEN,
+                );
+            }
+        }
         let form = match read_params(req).await {
             Ok(f) => f,
             Err(PageError(status, msg)) => return self.pages.error(&msg, status),
@@ -91,9 +103,10 @@ impl OAuth {
             Err(e) => return self.send_error(&redirect_uri, state.as_deref(), e),
         };
         if method == Method::GET {
-            return self.consent_page(&form, &request, "", None, StatusCode::OK);
+            let nonce = cookie.unwrap_or_else(csrf::new_nonce);
+            return self.consent_page(&form, &request, &nonce, "", None, StatusCode::OK);
         }
-        self.decide(&form, request, client_ip).await
+        self.decide(&form, request, cookie, client_ip).await
     }
 
     async fn trusted_target(&self, form: &Form) -> Result<(Arc<Client>, String), PageError> {
@@ -225,30 +238,30 @@ impl OAuth {
         })
     }
 
-    /// The text the CSRF token signs: the carried parameters and the expiry.
-    fn csrf_data(form: &Form, expires: i64) -> String {
-        let mut data = expires.to_string();
+    /// What the CSRF value binds of the request: the carried parameters.
+    fn csrf_data(form: &Form) -> String {
+        let mut data = String::new();
         for name in CARRIED {
-            data.push('\n');
             data.push_str(form.get(name).unwrap_or(""));
+            data.push('\n');
         }
         data
     }
 
+    /// The login + consent page, with a form for the browser holding `nonce` (set as
+    /// its cookie again, so it lives as long as the form).
     fn consent_page(
         &self,
         form: &Form,
         request: &AuthzRequest,
+        nonce: &str,
         username: &str,
         error: Option<&str>,
         status: StatusCode,
     ) -> Response<Body> {
-        let expires = (self.clock)() + self.cfg.code_ttl.as_secs() as i64;
-        let csrf = format!(
-            "{expires}.{}",
-            self.codec
-                .sign("authorize-csrf", &Self::csrf_data(form, expires))
-        );
+        let ttl = self.cfg.code_ttl.as_secs();
+        let expires = (self.clock)() + ttl as i64;
+        let csrf = csrf::issue(&self.codec, nonce, &Self::csrf_data(form), expires);
         let mut hidden: Vec<(&'static str, String)> = CARRIED
             .iter()
             .filter_map(|n| form.get(n).map(|v| (*n, v.to_owned())))
@@ -272,34 +285,68 @@ impl OAuth {
             error,
             redirect_origin: origin_of(&request.redirect_uri),
         };
-        self.pages.consent(&consent, status)
+        let mut resp = self.pages.consent(&consent, status);
+        if let Some(cookie) = csrf::set_cookie(nonce, ttl) {
+            resp.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        resp
+    }
+
+    /// Checks and spends the form's CSRF value: `None` when it may go on, otherwise the
+    /// page to answer.
+    async fn refuse_form(
+        &self,
+        form: &Form,
+        cookie: Option<&str>,
+        client_ip: std::net::IpAddr,
+    ) -> Option<Response<Body>> {
+        let checked = csrf::verify(
+            &self.codec,
+            form.get("csrf_token"),
+            cookie,
+            &Self::csrf_data(form),
+            (self.clock)(),
+        );
+        let refused = |text: &str| Some(self.pages.error(text, StatusCode::BAD_REQUEST));
+        let checked = match checked {
+            Ok(c) => c,
+            Err(csrf::Refused::NoCookie) => {
+                tracing::info!(%client_ip, "authorize form without its cookie");
+                return refused("Your browser did not send this page's cookie back. Allow cookies for this site and start again from the application.");
+            }
+            Err(csrf::Refused::Invalid) => {
+                tracing::info!(%client_ip, "authorize form with an invalid CSRF value");
+                return refused("This form has expired or does not belong to this authorization request. Start again from the application.");
+            }
+        };
+        match self.store.spend_nonce(&checked.hash, checked.expires).await {
+            Ok(true) => None,
+            Ok(false) => {
+                tracing::warn!(%client_ip, "authorize form submitted again");
+                refused("This form has been sent already. Start again from the application.")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record an authorize form as used");
+                Some(self.pages.error(
+                    "The service is unavailable; try again later.",
+                    StatusCode::SERVICE_UNAVAILABLE,
+                ))
+            }
+        }
     }
 
     async fn decide(
         &self,
         form: &Form,
         request: AuthzRequest,
+        cookie: Option<String>,
         client_ip: std::net::IpAddr,
     ) -> Response<Body> {
-        let csrf_ok = form
-            .get("csrf_token")
-            .and_then(|t| t.split_once('.'))
-            .is_some_and(|(exp, sig)| {
-                exp.parse::<i64>().is_ok_and(|e| {
-                    e > (self.clock)()
-                        && self.codec.verify_signature(
-                            "authorize-csrf",
-                            &Self::csrf_data(form, e),
-                            sig,
-                        )
-                })
-            });
-        if !csrf_ok {
-            return self.pages.error(
-                "This form has expired or does not belong to this authorization request. Start again from the application.",
-                StatusCode::BAD_REQUEST,
-            );
+        if let Some(page) = self.refuse_form(form, cookie.as_deref(), client_ip).await {
+            return page;
         }
+        // The form checked out against the cookie: pages shown from here carry it on.
+        let nonce = cookie.unwrap_or_default();
         let state = request.state.as_deref();
         if form.get("decision") == Some("deny") {
             return self.send_error(
@@ -313,6 +360,7 @@ impl OAuth {
             return self.consent_page(
                 form,
                 &request,
+                &nonce,
                 "",
                 Some("Wrong user name or password."),
                 StatusCode::UNAUTHORIZED,
@@ -325,6 +373,7 @@ impl OAuth {
             let mut resp = self.consent_page(
                 form,
                 &request,
+                &nonce,
                 username,
                 Some(&text),
                 StatusCode::TOO_MANY_REQUESTS,
@@ -356,6 +405,7 @@ impl OAuth {
             return self.consent_page(
                 form,
                 &request,
+                &nonce,
                 username,
                 Some("Wrong user name or password."),
                 StatusCode::UNAUTHORIZED,

@@ -102,6 +102,14 @@ pub fn claimed_id(headers: &HeaderMap, form: &Form) -> Option<String> {
     }
 }
 
+/// Whether the request carries client credentials at all: an `Authorization: Basic`
+/// header (well-formed or not), `client_id` or `client_secret`.
+pub fn sends_credentials(headers: &HeaderMap, form: &Form) -> bool {
+    basic_credentials(headers).is_some()
+        || form.get("client_id").is_some()
+        || form.get("client_secret").is_some()
+}
+
 /// Basic credentials, form-decoded and as sent.
 #[derive(Debug, PartialEq, Eq)]
 struct BasicCreds {

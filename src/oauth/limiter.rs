@@ -1,10 +1,12 @@
-//! Login rate limiting on the authorize page (and the account grant): attempts are
-//! counted per user name and per client address (IPv6 by /64) in fixed windows. An
-//! attempt is counted *before* the password is checked, so parallel requests cannot all
-//! slip under the limit; a success takes it back and clears the user's count. Past the
-//! limit, attempts are refused with 429 until the window ends (even with the right
-//! password, so guessing cannot continue). Memory is bounded: expired windows are dropped
-//! when the tables grow, and names longer than 256 bytes are refused before counting.
+//! Rate limiting of guesses. Logins on the authorize page (and the account grant):
+//! attempts are counted per user name and per client address (IPv6 by /64) in fixed
+//! windows. An attempt is counted *before* the password is checked, so parallel requests
+//! cannot all slip under the limit; a success takes it back and clears the user's count.
+//! Past the limit, attempts are refused with 429 until the window ends (even with the
+//! right password, so guessing cannot continue). Client secrets: [`FailureLimiter`],
+//! per client id *and* address with a doubling wait. Memory is bounded: expired entries
+//! are dropped when the tables grow, and names longer than 256 bytes share one entry or
+//! are refused before counting.
 
 use std::collections::HashMap;
 use std::hash::Hash;
@@ -131,55 +133,133 @@ impl LoginLimiter {
     }
 }
 
-/// Failed client authentications (token, revocation and introspection endpoints), per
-/// claimed client id and per address. Unlike logins, an attempt is only checked before
-/// (a blocked id or address gets 429 even with the right secret) and counted after it
-/// failed, so a client sending many good requests at once is never refused; a flood of
-/// parallel guesses gets at most its concurrency past the limit before the count
-/// catches up.
+/// How client authentication failures are limited (`[rate_limits] client_failures_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FailurePolicy {
+    /// Failures of one client id from one address before that pair must wait.
+    pub per_id_and_ip: u32,
+    /// Failures from one address (any client id) per `window`; past it, the address
+    /// waits until the window ends.
+    pub per_ip: u32,
+    /// The per-address counting window; also how long a pair's count is remembered
+    /// after its last wait ended.
+    pub window: i64,
+    /// The first wait of a pair, in seconds; it doubles with each further failure.
+    pub backoff: i64,
+    /// The longest wait of a pair, in seconds.
+    pub backoff_max: i64,
+}
+
+/// One (client id, address) pair's failures.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    failures: u32,
+    /// Until when the pair is refused (unix seconds); in the past when it may try.
+    until: i64,
+}
+
+/// Failed client authentications (token, revocation and introspection endpoints).
+///
+/// Failures are counted per (claimed client id, address) pair, not per client id: a
+/// wrong secret sent from one address must not lock the client out everywhere (anyone
+/// who knows a client id could otherwise deny it service). After
+/// [`FailurePolicy::per_id_and_ip`] failures the pair waits [`FailurePolicy::backoff`],
+/// twice as long after each further failure, up to [`FailurePolicy::backoff_max`]; a
+/// success from that address clears the pair. The per-address count (any client id,
+/// fixed window) stays, so one address cannot guess many clients' secrets either.
+///
+/// Unlike logins, an attempt is only checked before (a waiting pair or address gets 429
+/// even with the right secret) and counted after it failed, so a client sending many
+/// good requests at once is never refused; a flood of parallel guesses gets at most its
+/// concurrency past the limit before the count catches up. Attempts refused while
+/// waiting are not counted: the wait grows with failed secrets only.
 pub struct FailureLimiter {
-    ids: Table<String>,
+    pairs: Mutex<HashMap<(String, IpAddr), Strikes>>,
     ips: Table<IpAddr>,
-    window: i64,
+    policy: FailurePolicy,
     clock: Clock,
 }
 
 impl FailureLimiter {
-    /// At most `per_id` failures per client id and `per_ip` per address in `window_secs`.
-    pub fn new(per_id: u32, per_ip: u32, window_secs: i64, clock: Clock) -> FailureLimiter {
+    /// A limiter following `policy`.
+    pub fn new(policy: FailurePolicy, clock: Clock) -> FailureLimiter {
         FailureLimiter {
-            ids: Table::new(per_id),
-            ips: Table::new(per_ip),
-            window: window_secs,
+            pairs: Mutex::new(HashMap::new()),
+            ips: Table::new(policy.per_ip),
+            policy,
             clock,
         }
     }
 
     /// Ids longer than any real one share one entry, so junk cannot grow the table.
-    fn key(id: &str) -> String {
-        if id.len() > 256 {
-            String::new()
-        } else {
-            id.to_owned()
-        }
+    fn key(id: &str, ip: IpAddr) -> (String, IpAddr) {
+        let id = if id.len() > 256 { "" } else { id };
+        (id.to_owned(), bucket(ip))
     }
 
-    /// `Err(seconds to wait)` if this id or address is over the limit.
+    /// Whether a pair's count is forgotten at `now`: its wait ended a window ago.
+    fn forgotten(&self, s: &Strikes, now: i64) -> bool {
+        s.until.saturating_add(self.policy.window) <= now
+    }
+
+    /// `Err(seconds to wait)` if this id from this address, or this address, must wait.
     pub fn check(&self, id: &str, ip: IpAddr) -> Result<(), i64> {
         let now = (self.clock)();
-        let by_id = self.ids.blocked(&Self::key(id), now, self.window);
-        let by_ip = self.ips.blocked(&bucket(ip), now, self.window);
-        match by_id.max(by_ip) {
+        let by_pair = {
+            let pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+            pairs
+                .get(&Self::key(id, ip))
+                .map(|s| s.until - now)
+                .filter(|left| *left > 0)
+        };
+        let by_ip = self.ips.blocked(&bucket(ip), now, self.policy.window);
+        match by_pair.max(by_ip) {
             Some(wait) => Err(wait),
             None => Ok(()),
         }
     }
 
-    /// Counts a failed authentication.
-    pub fn failed(&self, id: &str, ip: IpAddr) {
+    /// Counts a failed authentication; returns how long the pair must now wait (0: it
+    /// may try again at once).
+    pub fn failed(&self, id: &str, ip: IpAddr) -> i64 {
         let now = (self.clock)();
-        self.ids.fail(&Self::key(id), now, self.window);
-        self.ips.fail(&bucket(ip), now, self.window);
+        self.ips.fail(&bucket(ip), now, self.policy.window);
+        let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        if pairs.len() >= SWEEP_AT {
+            pairs.retain(|_, s| !self.forgotten(s, now));
+        }
+        let s = pairs.entry(Self::key(id, ip)).or_insert(Strikes {
+            failures: 0,
+            until: now,
+        });
+        if self.forgotten(s, now) {
+            s.failures = 0;
+        }
+        s.failures = s.failures.saturating_add(1);
+        let wait = self.wait_after(s.failures);
+        s.until = now.saturating_add(wait);
+        wait
+    }
+
+    /// The wait after the `failures`-th failure of a pair.
+    fn wait_after(&self, failures: u32) -> i64 {
+        let p = &self.policy;
+        let Some(over) = failures.checked_sub(p.per_id_and_ip) else {
+            return 0;
+        };
+        // backoff × 2^over, without overflow: past 2^40 the cap has long been reached.
+        let factor = 1i64 << over.min(40);
+        p.backoff.saturating_mul(factor).min(p.backoff_max)
+    }
+
+    /// The client authenticated from this address: its pair starts over. (The
+    /// address's count stays: it counts guesses at any client.)
+    pub fn succeeded(&self, id: &str, ip: IpAddr) {
+        let mut pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
+        // The usual case: nothing to clear, and no key to build.
+        if !pairs.is_empty() {
+            pairs.remove(&Self::key(id, ip));
+        }
     }
 }
 
@@ -241,25 +321,86 @@ mod tests {
         assert!(l.attempt("u9", b).is_err());
     }
 
-    #[test]
-    fn client_failures_are_counted_after_and_checked_before() {
+    fn failures(policy: FailurePolicy) -> (FailureLimiter, Arc<AtomicI64>) {
         let now = Arc::new(AtomicI64::new(1000));
         let n = now.clone();
-        let l = FailureLimiter::new(2, 3, 60, Arc::new(move || n.load(Ordering::SeqCst)));
+        let l = FailureLimiter::new(policy, Arc::new(move || n.load(Ordering::SeqCst)));
+        (l, now)
+    }
+
+    const POLICY: FailurePolicy = FailurePolicy {
+        per_id_and_ip: 2,
+        per_ip: 100,
+        window: 60,
+        backoff: 1,
+        backoff_max: 30,
+    };
+
+    #[test]
+    fn client_failures_are_counted_after_and_checked_before() {
+        let (l, now) = failures(POLICY);
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
         // Checks alone never count.
         for _ in 0..100 {
             assert_eq!(l.check("svc", ip), Ok(()));
         }
-        l.failed("svc", ip);
-        l.failed("svc", ip);
-        assert_eq!(l.check("svc", "10.0.0.9".parse().unwrap()), Err(60));
-        assert_eq!(l.check("other", ip), Ok(()));
-        l.failed("other", ip);
-        assert_eq!(l.check("third", ip), Err(60), "the address is over too");
-        now.store(1060, Ordering::SeqCst);
+        assert_eq!(l.failed("svc", ip), 0);
+        assert_eq!(l.check("svc", ip), Ok(()), "one failure is free");
+        assert_eq!(l.failed("svc", ip), 1);
+        assert_eq!(l.check("svc", ip), Err(1), "even the right secret waits");
+        assert_eq!(
+            l.check("svc", "10.0.0.9".parse().unwrap()),
+            Ok(()),
+            "elsewhere: no"
+        );
+        assert_eq!(l.check("other", ip), Ok(()), "another client from here: no");
+        now.store(1001, Ordering::SeqCst);
         assert_eq!(l.check("svc", ip), Ok(()));
         l.failed(&"x".repeat(300), ip);
-        assert!(l.ids.entries.lock().unwrap().contains_key(""));
+        assert!(l.pairs.lock().unwrap().contains_key(&(String::new(), ip)));
+    }
+
+    #[test]
+    fn waits_double_up_to_the_cap_and_a_success_or_a_quiet_window_clears_them() {
+        let (l, now) = failures(POLICY);
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let mut waits = Vec::new();
+        for _ in 0..9 {
+            let wait = l.failed("svc", ip);
+            if wait > 0 {
+                assert_eq!(l.check("svc", ip), Err(wait));
+            }
+            waits.push(wait);
+            now.fetch_add(wait, Ordering::SeqCst);
+        }
+        assert_eq!(waits, [0, 1, 2, 4, 8, 16, 30, 30, 30]);
+        // A success from the address starts the pair over.
+        l.succeeded("svc", ip);
+        assert_eq!(l.failed("svc", ip), 0);
+        assert_eq!(l.failed("svc", ip), 1);
+        // So does a window without failures after the wait ended.
+        now.fetch_add(1 + 60, Ordering::SeqCst);
+        assert_eq!(l.failed("svc", ip), 0);
+        // One /64 is one address.
+        let a: IpAddr = "2001:db8::1".parse().unwrap();
+        let b: IpAddr = "2001:db8::2".parse().unwrap();
+        l.failed("svc", a);
+        assert_eq!(l.failed("svc", b), 1);
+    }
+
+    #[test]
+    fn the_per_address_limit_stays() {
+        let (l, now) = failures(FailurePolicy {
+            per_ip: 3,
+            ..POLICY
+        });
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        for id in ["a", "b", "c"] {
+            l.failed(id, ip);
+        }
+        assert_eq!(l.check("d", ip), Err(60), "three ids from one address");
+        assert_eq!(l.check("d", "10.0.0.2".parse().unwrap()), Ok(()));
+        now.fetch_add(60, Ordering::SeqCst);
+        assert_eq!(l.check("d", ip), Ok(()), "window over");
     }
 }

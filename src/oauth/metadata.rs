@@ -18,6 +18,15 @@ fn auth_methods(endpoint: Endpoint) -> Vec<&'static str> {
 }
 
 impl OAuth {
+    /// The RFC 6749 grants, and the account + secret extension grant when accounts exist.
+    fn grant_types(&self) -> Vec<&'static str> {
+        let mut grants: Vec<&str> = GrantType::ALL.iter().map(|g| g.as_str()).collect();
+        if !self.accounts.is_empty() {
+            grants.push(super::account::GRANT_TYPE);
+        }
+        grants
+    }
+
     pub(super) fn metadata(&self, method: &Method) -> Response<Body> {
         if method != Method::GET && method != Method::HEAD {
             let mut r = OAuthError::MethodNotAllowed.into_response();
@@ -33,7 +42,7 @@ impl OAuth {
             "introspection_endpoint": format!("{issuer}{}", self.cfg.introspect_path),
             "authorization_endpoint": format!("{issuer}{}", self.cfg.authorize_path),
             "code_challenge_methods_supported": if self.cfg.allow_plain_pkce { vec!["S256", "plain"] } else { vec!["S256"] },
-            "grant_types_supported": GrantType::ALL.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            "grant_types_supported": self.grant_types(),
             "response_types_supported": ["code"],
             "token_endpoint_auth_methods_supported": auth_methods(Endpoint::Token),
             "revocation_endpoint_auth_methods_supported": auth_methods(Endpoint::Revoke),

@@ -10,6 +10,7 @@ mod authorize;
 pub mod client;
 pub mod client_auth;
 mod code_grant;
+mod csrf;
 pub mod error;
 pub mod form;
 pub mod grants;
@@ -35,7 +36,7 @@ use crate::store::Store;
 use crate::token::Codec;
 use client::Clients;
 pub use error::OAuthError;
-pub use users::revoke_removed_users;
+pub use users::{revoke_orphaned_subjects, revoke_removed_users};
 
 /// Where the metadata document is served (RFC 8414 §3).
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
@@ -129,9 +130,7 @@ impl OAuth {
             logins: login_limiter(),
             account_attempts: login_limiter(),
             client_failures: Arc::new(limiter::FailureLimiter::new(
-                config.rate_limits.client_failures_per_id,
-                config.rate_limits.client_failures_per_ip,
-                config.rate_limits.client_failures_window.as_secs() as i64,
+                config.rate_limits.client_failures,
                 clock.clone(),
             )),
             hashing: Arc::new(tokio::sync::Semaphore::new(4)),
@@ -237,7 +236,23 @@ impl OAuth {
         client_id: &mut Option<String>,
     ) -> Result<(form::Form, Arc<client::Client>), OAuthError> {
         let (parts, form) = form::read(req).await?;
-        let claimed = client_auth::claimed_id(&parts.headers, &form).unwrap_or_default();
+        let client = self
+            .authenticate_client(endpoint, &parts.headers, &form, client_ip, client_id)
+            .await?;
+        Ok((form, client))
+    }
+
+    /// Authenticates the client of a form read already (failure counts and the
+    /// per-client rate limit included), and notes its id for the access log.
+    async fn authenticate_client(
+        &self,
+        endpoint: Endpoint,
+        headers: &http::HeaderMap,
+        form: &form::Form,
+        client_ip: std::net::IpAddr,
+        client_id: &mut Option<String>,
+    ) -> Result<Arc<client::Client>, OAuthError> {
+        let claimed = client_auth::claimed_id(headers, form).unwrap_or_default();
         let limited = |secs: i64| {
             OAuthError::RateLimited(crate::ratelimit::Limited {
                 retry_after: std::time::Duration::from_secs(secs.max(1) as u64),
@@ -249,7 +264,7 @@ impl OAuth {
         self.limits
             .oauth_client(&claimed)
             .map_err(OAuthError::RateLimited)?;
-        let client = client_auth::authenticate(&self.clients, &parts.headers, &form)
+        let client = client_auth::authenticate(&self.clients, headers, form)
             .await
             .and_then(|c| {
                 if c.public && !endpoint.serves_public_clients() {
@@ -265,8 +280,9 @@ impl OAuth {
                     self.client_failures.failed(&claimed, client_ip);
                 }
             })?;
+        self.client_failures.succeeded(&claimed, client_ip);
         *client_id = Some(client.id.clone());
-        Ok((form, client))
+        Ok(client)
     }
 }
 

@@ -132,9 +132,13 @@ impl Pages {
         if let Ok(v) = HeaderValue::from_str(&csp) {
             h.insert(header::CONTENT_SECURITY_POLICY, v);
         }
+        // Not `no-referrer`: under it a browser sends `Origin: null` with the form's
+        // POST (Fetch: serializing a request origin), and the authorize endpoint refuses
+        // forms without the issuer's origin. `same-origin` still sends nothing to other
+        // sites, the redirect to the client included.
         h.insert(
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         );
         h.insert(
             "x-content-type-options",

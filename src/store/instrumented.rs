@@ -80,6 +80,8 @@ timed! {
         now: i64
     ) -> ();
     clients_with_tokens() -> Vec<String>;
+    subjects_with_tokens() -> Vec<String>;
+    spend_nonce(hash: &TokenHash, expires_at: i64) -> bool;
     insert_tokens(tokens: &[TokenRecord]) -> ();
     get_token(hash: &TokenHash) -> Option<TokenRecord>;
     revoke_token(hash: &TokenHash, now: i64) -> Option<TokenRecord>;

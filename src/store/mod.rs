@@ -296,6 +296,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Client ids that hold unrevoked tokens.
     async fn clients_with_tokens(&self) -> Result<Vec<String>, StoreError>;
+    /// Subjects (users, accounts, what clients act for) of unrevoked tokens and of
+    /// unspent codes, each once, in order.
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError>;
 
     /// Stores tokens in one transaction.
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError>;
@@ -343,6 +346,12 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Redeem, StoreError>;
     /// Whether a spent code has been presented again since.
     async fn code_replayed(&self, hash: &TokenHash) -> Result<bool, StoreError>;
+
+    /// Spends a single-use value (by hash; the authorize page's CSRF values) that
+    /// expires at `expires_at`: true the first time, false ever after (until the sweep
+    /// deletes it past its expiry, when the value is refused anyway). Atomic: of two
+    /// concurrent calls, on any instance sharing the store, exactly one gets true.
+    async fn spend_nonce(&self, hash: &TokenHash, expires_at: i64) -> Result<bool, StoreError>;
 
     /// Revocations logged after `seq`, with the newest sequence number (pass it next
     /// time). `seq = None` returns no entries, only the current newest number.

@@ -131,7 +131,7 @@ impl PgStore {
         batch: u32,
     ) -> Result<u64, StoreError> {
         let mut deleted = 0;
-        for statement in [sql::SWEEP_TOKENS, sql::SWEEP_CODES] {
+        for statement in [sql::SWEEP_TOKENS, sql::SWEEP_CODES, sql::SWEEP_NONCES] {
             deleted += sweep_batches(conn, statement, before, batch).await?;
         }
         deleted += sweep_batches(conn, sql::SWEEP_LOG, log_before, batch).await?;
@@ -703,6 +703,19 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn spend_nonce_once(
+        &self,
+        hash: &TokenHash,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::SPEND_NONCE)
+            .bind(&hash.0[..])
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn insert_code_once(&self, c: &CodeRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
@@ -895,6 +908,13 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql::SUBJECTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         retry::retry("insert_tokens", move || self.insert_tokens_once(tokens)).await
     }
@@ -998,6 +1018,13 @@ impl Store for PgStore {
             Some(r) => r.try_get::<Option<i64>, _>("replayed_at")?.is_some(),
             None => false,
         })
+    }
+
+    async fn spend_nonce(&self, hash: &TokenHash, expires_at: i64) -> Result<bool, StoreError> {
+        retry::retry("spend_nonce", move || {
+            self.spend_nonce_once(hash, expires_at)
+        })
+        .await
     }
 
     async fn revocations_since(

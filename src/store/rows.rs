@@ -191,6 +191,9 @@ pub(super) mod sql {
     /// Deletes up to `$2` tokens that expired or were revoked before `$1`.
     pub const SWEEP_TOKENS: &str = "DELETE FROM tokens WHERE hash IN (SELECT hash FROM tokens \
          WHERE expires_at < $1 OR revoked_at < $1 LIMIT $2)";
+    /// [`Store::subjects_with_tokens`](crate::store::Store::subjects_with_tokens).
+    pub const SUBJECTS: &str = "SELECT subject FROM tokens WHERE revoked_at IS NULL AND \
+         subject IS NOT NULL UNION SELECT subject FROM codes WHERE used_at IS NULL ORDER BY 1";
     /// Deletes up to `$2` codes that expired before `$1`.
     pub const SWEEP_CODES: &str = "DELETE FROM codes WHERE hash IN (SELECT hash FROM codes \
          WHERE expires_at < $1 LIMIT $2)";
@@ -210,6 +213,12 @@ pub(super) mod sql {
     /// at generation `$4` with token hash `$5`.
     pub const RESEAL_CONNECTION: &str = "UPDATE connections SET key_id = $1, sealed = $2 \
          WHERE key = $3 AND generation = $4 AND token_hash = $5";
+    /// Deletes up to `$2` spent single-use values that expired before `$1`.
+    pub const SWEEP_NONCES: &str = "DELETE FROM spent_nonces WHERE hash IN (SELECT hash FROM \
+         spent_nonces WHERE expires_at < $1 LIMIT $2)";
+    /// Spends a single-use value: one row affected the first time, none after.
+    pub const SPEND_NONCE: &str = "INSERT INTO spent_nonces (hash, expires_at) VALUES ($1, $2) \
+         ON CONFLICT (hash) DO NOTHING";
     /// Deletes up to `$2` revocation log entries older than `$1`.
     pub const SWEEP_LOG: &str = "DELETE FROM revocations WHERE seq IN (SELECT seq FROM \
          revocations WHERE at < $1 LIMIT $2)";

@@ -550,6 +550,19 @@ impl SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn spend_nonce_once(
+        &self,
+        hash: &TokenHash,
+        expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(sql::SPEND_NONCE)
+            .bind(&hash.0[..])
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn insert_code_once(&self, c: &CodeRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO codes (hash, client_id, redirect_uri, code_challenge, scope, subject, \
@@ -582,6 +595,7 @@ impl SqliteStore {
         for (statement, limit) in [
             (sql::SWEEP_TOKENS, before),
             (sql::SWEEP_CODES, before),
+            (sql::SWEEP_NONCES, before),
             (sql::SWEEP_LOG, log_before),
         ] {
             loop {
@@ -766,6 +780,13 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn subjects_with_tokens(&self) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(sql::SUBJECTS).fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| r.try_get(0).map_err(StoreError::from))
+            .collect()
+    }
+
     async fn insert_tokens(&self, tokens: &[TokenRecord]) -> Result<(), StoreError> {
         let (done, committed) = oneshot::channel();
         let pending = PendingInsert {
@@ -876,6 +897,13 @@ impl Store for SqliteStore {
             Some(r) => r.try_get::<Option<i64>, _>("replayed_at")?.is_some(),
             None => false,
         })
+    }
+
+    async fn spend_nonce(&self, hash: &TokenHash, expires_at: i64) -> Result<bool, StoreError> {
+        retry::retry("spend_nonce", move || {
+            self.spend_nonce_once(hash, expires_at)
+        })
+        .await
     }
 
     async fn revocations_since(

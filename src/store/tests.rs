@@ -485,6 +485,71 @@ async fn unwritable_location_is_a_clear_open_error() {
 }
 
 #[tokio::test]
+async fn sqlite_subjects_with_tokens() {
+    let (store, _dir) = sqlite().await;
+    subjects(store).await;
+}
+
+#[tokio::test]
+async fn postgres_subjects_with_tokens() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    subjects(store).await;
+}
+
+/// Subjects of unrevoked tokens (expired ones too, until swept) and of unspent codes,
+/// each once: what a start compares with the users it knows.
+async fn subjects(store: std::sync::Arc<dyn Store>) {
+    assert!(store.subjects_with_tokens().await.unwrap().is_empty());
+    let token = |value: &str, subject: Option<&str>, expires: Option<i64>| TokenRecord {
+        subject: subject.map(Into::into),
+        ..record(TokenKind::Access, value, value, expires)
+    };
+    store
+        .insert_tokens(&[
+            token("t1", Some("bob"), None),
+            token("t2", Some("bob"), Some(1)),
+            token("t3", Some("alice"), Some(1)),
+            token("t4", None, None),
+            token("t5", Some("carol"), None),
+        ])
+        .await
+        .unwrap();
+    store.revoke_token(&token::hash("t5"), 10).await.unwrap();
+    let code = |value: &str, subject: &str| CodeRecord {
+        hash: token::hash(value),
+        client_id: "c1".into(),
+        redirect_uri: String::new(),
+        code_challenge: None,
+        scope: String::new(),
+        subject: subject.into(),
+        extra: serde_json::Map::new(),
+        family: value.into(),
+        expires_at: 5000,
+        device_id: None,
+    };
+    store.insert_code(&code("k1", "dave")).await.unwrap();
+    store.insert_code(&code("k2", "erin")).await.unwrap();
+    store.insert_code(&code("k3", "bob")).await.unwrap();
+    let spent = store
+        .redeem_code(&token::hash("k2"), 100, &any_code)
+        .await
+        .unwrap();
+    assert!(matches!(spent, Redeem::Fresh(_)));
+    assert_eq!(
+        store.subjects_with_tokens().await.unwrap(),
+        ["alice", "bob", "dave"],
+        "carol's token is revoked, erin's code spent, t4 acts for nobody"
+    );
+    store.delete_user("bob", 20).await.unwrap();
+    assert_eq!(
+        store.subjects_with_tokens().await.unwrap(),
+        ["alice", "dave"]
+    );
+}
+
+#[tokio::test]
 async fn codes_are_one_use_and_a_replay_revokes_their_tokens() {
     let (store, _dir) = sqlite().await;
     codes(store).await;
@@ -638,9 +703,17 @@ async fn sweep(store: std::sync::Arc<dyn Store>) {
         device_id: None,
     };
     store.insert_code(&code).await.unwrap();
+    assert!(store
+        .spend_nonce(&token::hash("old-form"), 100)
+        .await
+        .unwrap());
+    assert!(store
+        .spend_nonce(&token::hash("open-form"), 500)
+        .await
+        .unwrap());
 
-    // Batches of 10: 26 tokens, 1 code, 1 log entry.
-    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(28));
+    // Batches of 10: 26 tokens, 1 code, 1 spent nonce, 1 log entry.
+    assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(29));
     for t in &tokens[..26] {
         assert!(store.get_token(&t.hash).await.unwrap().is_none());
     }
@@ -653,7 +726,55 @@ async fn sweep(store: std::sync::Arc<dyn Store>) {
     );
     let (_, log) = store.revocations_since(Some(0)).await.unwrap();
     assert_eq!(log, vec![Revocation::Family("newer".into())]);
+    assert!(
+        !store
+            .spend_nonce(&token::hash("open-form"), 500)
+            .await
+            .unwrap(),
+        "a value that has not expired stays spent"
+    );
     assert_eq!(store.sweep(200, 300, 10).await.unwrap(), Some(0));
+}
+
+#[tokio::test]
+async fn sqlite_nonces_are_spent_once() {
+    let (store, _dir) = sqlite().await;
+    nonces(store).await;
+}
+
+#[tokio::test]
+async fn postgres_nonces_are_spent_once() {
+    let Some((store, _db)) = postgres().await else {
+        return;
+    };
+    nonces(store).await;
+}
+
+/// A single-use value is spent once, also by concurrent callers.
+async fn nonces(store: std::sync::Arc<dyn Store>) {
+    let a = token::hash("form-a");
+    assert!(store.spend_nonce(&a, 1000).await.unwrap());
+    assert!(!store.spend_nonce(&a, 1000).await.unwrap());
+    assert!(
+        !store.spend_nonce(&a, 2000).await.unwrap(),
+        "whatever the expiry"
+    );
+    assert!(store
+        .spend_nonce(&token::hash("form-b"), 1000)
+        .await
+        .unwrap());
+    let c = token::hash("form-c");
+    let racing: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.spend_nonce(&c, 1000).await.unwrap() })
+        })
+        .collect();
+    let mut first = 0;
+    for r in racing {
+        first += usize::from(r.await.unwrap());
+    }
+    assert_eq!(first, 1, "exactly one of eight concurrent spends");
 }
 
 #[tokio::test]

@@ -61,6 +61,19 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `name=value` of the CSRF cookie a page sets (`__Host-authgate-csrf`), for the
+/// `Cookie` header of the form's submission, as a browser would send it.
+pub fn csrf_cookie(page: &reqwest::Response) -> String {
+    let set = page
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("__Host-authgate-csrf="))
+        .expect("the page sets its CSRF cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
 /// GETs the page at `path`, logs in and decides; returns the form submission's response.
 pub async fn consent(
     gate: &impl Target,
@@ -78,12 +91,15 @@ pub async fn consent(
         .unwrap();
     assert_eq!(page.status(), 200, "the authorize page should render");
     assert_eq!(page.headers()["x-frame-options"], "DENY");
+    // So that the browser's Origin on the POST is the page's, not `null`.
+    assert_eq!(page.headers()["referrer-policy"], "same-origin");
     // The POST redirects to the client: the CSP must let the form go there.
     let csp = page.headers()["content-security-policy"]
         .to_str()
         .unwrap()
         .to_owned();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let cookie = csrf_cookie(&page);
     let html = page.text().await.unwrap();
     let mut form = hidden_fields(&html);
     form.push(("username".into(), user.into()));
@@ -91,6 +107,7 @@ pub async fn consent(
     form.push(("decision".into(), decision.into()));
     gate.client()
         .post(gate.url(path))
+        .header("cookie", cookie)
         .form(&form)
         .send()
         .await
