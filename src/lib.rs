@@ -38,6 +38,8 @@ pub mod body;
 pub mod certs;
 pub mod config;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod logging;

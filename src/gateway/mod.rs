@@ -654,7 +654,7 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
         .or_else(|| req.headers().get(header::HOST)?.to_str().ok())
 }
 
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
         return host
@@ -668,7 +668,7 @@ fn strip_port(host: &str) -> &str {
 /// decoded (`%6Frders` → `orders`), other escapes upper-cased. Refused: `.`/`..`
 /// segments, empty segments (`//`), `;` parameters, and encoded `/`, `\` or NUL — all
 /// ways for one path to name another resource once an upstream normalizes it.
-fn canonical_path(path: &str) -> Result<Option<String>, GatewayError> {
+pub(crate) fn canonical_path(path: &str) -> Result<Option<String>, GatewayError> {
     let bad = |why: &'static str| Err(GatewayError::BadRequest(why));
     if path.contains(';') {
         return bad("the path has ; parameters");
