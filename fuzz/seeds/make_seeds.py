@@ -129,7 +129,7 @@ write("scope", "too-many", " ".join(f"n{i}" for i in range(65)))
 write("scope", "level-max", "l[" + ",".join(f"r{i}.r" for i in range(63)) + "]")
 # Known limitation (fuzz/README.md): these parse, but their Display does not parse back.
 write("scope", "display-too-many", " ".join(f"r{i}.read r{i}.wd" for i in range(32)))
-r = "x" * 676
+r = "x" * 677
 write("scope", "display-too-long", f"{r}.read {r}.w {r}.d")
 
 # ---- form: the body ----
