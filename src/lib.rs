@@ -45,6 +45,8 @@ pub mod config;
 pub mod conn_limit;
 pub mod connection;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gateway;
 pub mod health;
 pub mod hostname;

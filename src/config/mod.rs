@@ -781,10 +781,10 @@ impl Validator<'_> {
                 format!("{path:?} must start with / and contain no ?, # or spaces"),
             ));
         }
-        let path = if path.len() > 1 {
-            path.trim_end_matches('/').to_owned()
-        } else {
-            path
+        // Trailing slashes go, but `//` is `/`, not the empty prefix.
+        let path = match path.trim_end_matches('/') {
+            "" => "/".to_owned(),
+            trimmed => trimmed.to_owned(),
         };
         let host = match r.host {
             None => None,
@@ -793,7 +793,7 @@ impl Validator<'_> {
                 if h.is_empty() || h.parse::<Authority>().is_err() || h.contains(['/', '@']) {
                     return Err(self.err(&key("host"), format!("{h:?} is not a host name")));
                 }
-                if !h.starts_with('[') && h.contains(':') {
+                if h.contains(':') && !(h.starts_with('[') && h.ends_with(']')) {
                     return Err(self.err(
                         &key("host"),
                         format!(

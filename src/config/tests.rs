@@ -204,6 +204,25 @@ fn routes_are_validated() {
 }
 
 #[test]
+fn route_paths_and_hosts_are_what_route_config_says() {
+    // Found by fuzz/fuzz_targets/config.rs: `//` became the empty prefix, and a
+    // bracketed IPv6 host kept its port (a route no request host ever matches).
+    let route = |body: &str| {
+        parse(&format!(
+            "{NO_TLS}[[route]]\n{body}\nupstream = \"http://a\"\npublic = true"
+        ))
+    };
+    assert_eq!(route("path = \"//\"").unwrap().routes[0].path, "/");
+    assert_eq!(route("path = \"/api//\"").unwrap().routes[0].path, "/api");
+    let ok = route("path = \"/\"\nhost = \"[::1]\"").unwrap();
+    assert_eq!(ok.routes[0].host.as_deref(), Some("[::1]"));
+    let e = route("path = \"/\"\nhost = \"[::1]:8443\"")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("leave the port out"), "{e}");
+}
+
+#[test]
 fn upstream_targets_are_parsed() {
     let cfg = parse(&format!(
         "{NO_TLS}[[route]]\npath = \"/api/\"\nupstreams = [\"http://10.0.0.1:8080/v1/\", \"https://api.example\"]\npublic = true\ntimeout = \"2s\""

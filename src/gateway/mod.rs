@@ -719,13 +719,13 @@ fn request_host<B>(req: &Request<B>) -> Option<&str> {
 /// The host routes match on: lower case, without port, without the trailing dot of a
 /// fully qualified name (`API.example.:8443` → `api.example`), so `admin.example.`
 /// cannot slip past a route bound to `admin.example`.
-fn route_host(host: &str) -> String {
+pub(crate) fn route_host(host: &str) -> String {
     let bare = strip_port(host);
     let bare = bare.strip_suffix('.').unwrap_or(bare);
     bare.to_ascii_lowercase()
 }
 
-fn strip_port(host: &str) -> &str {
+pub(crate) fn strip_port(host: &str) -> &str {
     if host.starts_with('[') {
         // [v6]:port
         return host

@@ -32,8 +32,10 @@ pub fn canonical_path(path: &str) -> Result<Option<String>, GatewayError> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            out.push(bytes[i] as char);
-            i += 1;
+            // Up to the next escape, as it is: non-ASCII characters stay whole.
+            let end = path[i..].find('%').map_or(path.len(), |n| i + n);
+            out.push_str(&path[i..end]);
+            i = end;
             continue;
         }
         let hex = path
@@ -76,6 +78,19 @@ fn has_dot_segment(path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_characters_survive_canonicalization() {
+        // hyper accepts UTF-8 in the request target; each byte used to become a char.
+        assert_eq!(
+            canonical_path("/caf\u{e9}/%41").unwrap().as_deref(),
+            Some("/caf\u{e9}/A")
+        );
+        assert_eq!(
+            canonical_path("/\u{1F600}%2f").unwrap_err(),
+            GatewayError::BadRequest("the path has an encoded /, \\ or NUL")
+        );
+    }
 
     #[test]
     fn dot_segments_are_found_raw_and_encoded() {
